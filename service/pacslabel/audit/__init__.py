@@ -1,0 +1,1 @@
+"""Append-only audit events: who did what, when, to which object."""
