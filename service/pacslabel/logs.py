@@ -47,4 +47,6 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     except ImportError:  # pragma: no cover
         pass
     logging.getLogger("pynetdicom").setLevel(max(logging.getLevelName(level), logging.WARNING))
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Both log every request URL (with UIDs) at INFO.
+    for noisy in ("httpx", "httpcore", "dicomweb_client", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

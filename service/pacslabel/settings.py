@@ -92,6 +92,7 @@ class Settings(BaseSettings):
     session_secret: SecretStr | None = None
     session_max_age_s: int = Field(default=12 * 3600, gt=0)
     ohif_dist_dir: Path | None = None
+    ohif_config_dir: Path | None = None
 
     # Storage SCP.
     scp_host: str = "127.0.0.1"
@@ -194,6 +195,10 @@ class Settings(BaseSettings):
     @property
     def quarantine_dir(self) -> Path:
         return self.var_dir / "quarantine"
+
+    @property
+    def effective_ohif_dist_dir(self) -> Path:
+        return self.ohif_dist_dir or self.var_dir / "ohif" / "current" / "dist"
 
     @property
     def orthanc_dir(self) -> Path:

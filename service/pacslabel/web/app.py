@@ -1,0 +1,74 @@
+"""The FastAPI application factory. Engines and clients are built here, per process, never at import."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from pacslabel import __version__
+from pacslabel.db import create_db_engine, make_sessionmaker
+from pacslabel.errors import PacslabelError
+from pacslabel.orthanc.client import OrthancClient
+from pacslabel.settings import Settings, get_settings
+from pacslabel.web import auth_routes, health, ohif_hosting, pages
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_db_engine(settings.effective_database_url)
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.orthanc = OrthancClient.from_settings(settings)
+        try:
+            yield
+        finally:
+            app.state.orthanc.close()
+            engine.dispose()
+
+    app = FastAPI(title="pacslabel", version=__version__, lifespan=lifespan,
+                  openapi_url="/api/openapi.json", docs_url="/docs", redoc_url=None)
+    app.state.settings = settings
+
+    @app.exception_handler(PacslabelError)
+    async def _domain_error(request: Request, exc: PacslabelError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # Precise, input-echo-free messages: field path and what is wrong.
+        errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
+        return JSONResponse({"detail": "invalid request", "errors": errors}, status_code=422)
+
+    app.include_router(health.router)
+    app.include_router(auth_routes.router)
+    app.include_router(pages.router)
+    app.include_router(ohif_hosting.router)
+    for router in _domain_routers():
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=str(Path(__file__).with_name("static"))), name="static")
+    return app
+
+
+def _domain_routers() -> list:  # type: ignore[type-arg]
+    """Routers of the domain rooms. Each room owns its routes; the app only mounts them."""
+    routers = []
+    try:
+        from pacslabel.ingest.routes import router as ingest_router
+
+        routers.append(ingest_router)
+    except ImportError:  # the ingest room is optional until it lands
+        logger.debug("ingest routes not available")
+    return routers
