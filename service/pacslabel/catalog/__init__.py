@@ -1,0 +1,1 @@
+"""Catalog of the de-identified data that landed in Orthanc: patients (pseudonyms), studies, series."""
