@@ -1,0 +1,1 @@
+"""Annotation projects: declarative project files, the labeling protocol, item selection and splits."""
