@@ -136,22 +136,35 @@ def orthanc() -> None:
 @app.command()
 def up(no_scp: Annotated[bool, typer.Option(help="Do not start the storage SCP.")] = False,
        workers: Annotated[int | None, typer.Option(help="Worker processes (default from settings).")] = None,
+       demo: Annotated[bool, typer.Option(help="Add demo users and send synthetic studies through the SCP.")] = False,
+       demo_scale: Annotated[str, typer.Option(help="Demo study size: full or small.")] = "full",
        ) -> None:
     """Start everything: Orthanc (unless external), migrations, web app, storage SCP and workers."""
     from pacslabel.supervision import run_all
 
     settings = _settings()
-    run_all(settings, start_scp=not no_scp, workers=settings.workers if workers is None else workers)
+    after_start = None
+    if demo:
+        from pacslabel.demo.seeding import DEMO_PASSWORD, seed_demo
+
+        def after_start() -> None:
+            seed_demo(settings, _session_factory(settings), scale=demo_scale)
+            typer.echo(f"demo ready: log in at {settings.web_url} as admin, reader1..3, reviewer1 or ml1 "
+                       f"(password {DEMO_PASSWORD})", err=True)
+
+    run_all(settings, start_scp=not no_scp, workers=settings.workers if workers is None else workers,
+            after_start=after_start)
 
 
 def _register_domain_commands() -> None:
     from pacslabel.demo.commands import app as demo_app
 
     app.add_typer(demo_app, name="demo", help="Synthetic studies full of PHI, for demos and tests.")
-    try:
-        from pacslabel.ingest import commands as ingest_commands
-    except ImportError:  # pragma: no cover - ingest lands separately
-        return
+    from pacslabel.projects.commands import app as project_app
+
+    app.add_typer(project_app, name="project", help="Annotation projects as YAML files: apply, sync, release.")
+    from pacslabel.ingest import commands as ingest_commands
+
     app.add_typer(ingest_commands.app, name="ingest", help="Ingest status and quarantine, for PACS administrators.")
 
     @app.command()

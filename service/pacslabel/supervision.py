@@ -12,7 +12,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pacslabel.settings import Settings
@@ -56,11 +58,14 @@ def plan_children(settings: Settings, *, start_scp: bool, workers: int) -> list[
     children = [Child("web", _cli("web"))]
     if start_scp:
         children.append(Child("scp", _cli("scp")))
-    children.extend(Child(f"worker-{i + 1}", _cli("worker", "--count", "1")) for i in range(workers))
+    if workers > 0:
+        # One child that runs and restarts its own N worker processes.
+        children.append(Child("workers", _cli("worker", "--count", str(workers))))
     return children
 
 
-def run_all(settings: Settings, *, start_scp: bool = True, workers: int = 2) -> None:
+def run_all(settings: Settings, *, start_scp: bool = True, workers: int = 2,
+            after_start: Callable[[], None] | None = None) -> None:
     from pacslabel.db.migrate import upgrade_to_head
     from pacslabel.orthanc.supervisor import OrthancProcess, check_external_orthanc
 
@@ -83,6 +88,8 @@ def run_all(settings: Settings, *, start_scp: bool = True, workers: int = 2) -> 
         for child in children:
             child.start()
         _print_urls(settings, start_scp)
+        if after_start is not None:
+            threading.Thread(target=_run_logged, args=(after_start,), name="after-start", daemon=True).start()
         try:
             while not stopping:
                 _restart_dead(children)
@@ -91,6 +98,13 @@ def run_all(settings: Settings, *, start_scp: bool = True, workers: int = 2) -> 
             for child in reversed(children):
                 child.stop()
             logger.info("all components stopped")
+
+
+def _run_logged(task: Callable[[], None]) -> None:
+    try:
+        task()
+    except Exception:  # a failed demo seeding must not stop a running system
+        logger.exception("start-up task failed")
 
 
 def _restart_dead(children: list[Child]) -> None:

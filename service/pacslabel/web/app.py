@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -62,13 +62,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _domain_routers() -> list:  # type: ignore[type-arg]
+def _domain_routers() -> list[APIRouter]:
     """Routers of the domain rooms. Each room owns its routes; the app only mounts them."""
-    routers = []
-    try:
-        from pacslabel.ingest.routes import router as ingest_router
+    from pacslabel.ingest.routes import router as ingest_router
+    from pacslabel.projects.routes import router as projects_router
+    from pacslabel.tasks.routes import router as tasks_router
 
-        routers.append(ingest_router)
-    except ImportError:  # the ingest room is optional until it lands
-        logger.debug("ingest routes not available")
-    return routers
+    return [ingest_router, projects_router, tasks_router]
