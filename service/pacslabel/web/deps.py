@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from pacslabel.db import session_scope
 from pacslabel.errors import Forbidden, Unauthorized
 from pacslabel.settings import Settings
 from pacslabel.users import service as user_service
@@ -26,15 +27,8 @@ def get_app_settings(request: Request) -> Settings:
 
 def get_db_session(request: Request) -> Iterator[Session]:
     """One session per request; the request owns the transaction (commit on success, roll back on error)."""
-    session: Session = request.app.state.sessionmaker()
-    try:
+    with session_scope(request.app.state.sessionmaker) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 AppSettings = Annotated[Settings, Depends(get_app_settings)]
