@@ -33,10 +33,10 @@ def _seed(settings: Settings) -> tuple[str, str, list[int]]:
         for n in range(2):
             name = f"q{n}.dcm"
             (settings.quarantine_dir / name).write_bytes(b"x")
-            item = queue.enqueue(session, spool_name=name, sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+            item_id = queue.enqueue(session, spool_name=name, sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
                                  sop_uid_hmac="0" * 64, calling_ae="CT1", called_ae="PACSLABEL", source_host=None,
                                  route="lung", size_bytes=1)
-            ids.append(queue.quarantine(session, item.id, "cannot be read or de-identified (EOFError)", name).id)
+            ids.append(queue.quarantine(session, item_id, "cannot be read or de-identified (EOFError)", name).id)
     engine.dispose()
     return admin, reader, ids
 

@@ -33,9 +33,11 @@ def test_recovery_removes_partials_and_done_files_and_requeues_files_without_row
     try:
         with session_scope(factory) as session:
             for spooled, status in ((done, ItemStatus.DONE), (queued, ItemStatus.QUEUED)):
-                item = queue.enqueue(session, spool_name=spooled.name, sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-                                     sop_uid_hmac="0" * 64, calling_ae="CT1", called_ae="PACSLABEL",
-                                     source_host=None, route="default", size_bytes=spooled.size)
+                item_id = queue.enqueue(session, spool_name=spooled.name, sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+                                        sop_uid_hmac="0" * 64, calling_ae="CT1", called_ae="PACSLABEL",
+                                        source_host=None, route="default", size_bytes=spooled.size)
+                item = session.get(IngestItem, item_id)
+                assert item is not None
                 item.status = status
         routing = RoutingTable(routes=(RouteRule(route="lung", calling="CT1"),))
         report = recover_spool(spool, settings.quarantine_dir, factory, routing, b"k" * 16)

