@@ -68,8 +68,20 @@ def test_up_starts_everything_and_demo_studies_arrive_through_the_scp(tmp_path: 
 
         _wait_for(all_arrived, 180, f"{expected} demo instances in Orthanc")
         assert int(httpx.get(f"{orthanc}/statistics", auth=auth).json()["CountInstances"]) == expected
-        login = httpx.post(f"{web}/api/auth/login", json={"username": "reader1", "password": "pacslabel-demo"})
+        reader = httpx.Client(base_url=web)
+        login = reader.post("/api/auth/login", json={"username": "reader1", "password": "pacslabel-demo"})
         assert login.status_code == 200
+        claimed: list[dict] = []  # type: ignore[type-arg]
+
+        def reader_gets_a_task() -> bool:
+            task = reader.post("/api/tasks/next").json()["task"]
+            if task:
+                claimed.append(task)
+            return task is not None
+
+        # The demo project is applied once ingest drains, so a reader can press Next at once.
+        _wait_for(reader_gets_a_task, 120, "a demo reading task")
+        assert claimed[0]["status"] == "in_progress"
     finally:
         process.send_signal(signal.SIGTERM)
         try:

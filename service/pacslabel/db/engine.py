@@ -29,7 +29,11 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+            # IMMEDIATE by default: in WAL mode a deferred transaction that reads, then writes after another
+            # process committed fails at once with SQLITE_BUSY (the busy timeout does not apply), e.g. a login
+            # during ingest. Taking the write lock up front makes writers queue instead. Transactions here
+            # are short; PostgreSQL is the choice when this serialisation matters.
+            mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
             conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine

@@ -13,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from pacslabel.errors import PacslabelError
@@ -32,6 +33,7 @@ DEMO_USERS = [
     ("ml1", "ml"),
 ]
 DEMO_CALLING_AE = "DEMO_MODALITY"
+DEMO_PROJECT_FILE = Path(__file__).with_name("demo-project.yaml")
 
 
 def ensure_demo_users(factory: sessionmaker[Session]) -> list[str]:
@@ -89,3 +91,31 @@ def seed_demo(settings: Settings, factory: sessionmaker[Session], scale: str = "
     send_folder(settings, studies)
     marker.write_text("sent\n")
     logger.info("demo studies sent through the storage SCP")
+    wait_for_ingest(factory)
+    apply_demo_project(factory)
+
+
+def wait_for_ingest(factory: sessionmaker[Session], timeout_s: float = 300.0) -> None:
+    """Wait until the workers have forwarded everything queued (the demo project selects from the catalog)."""
+    from pacslabel.ingest.models import IngestItem, ItemStatus
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with factory() as session:
+            pending = session.scalar(select(func.count()).select_from(IngestItem).where(
+                IngestItem.status.in_([ItemStatus.QUEUED, ItemStatus.RUNNING])))
+        if not pending:
+            return
+        time.sleep(1.0)
+    raise PacslabelError(f"the demo studies were not all ingested within {timeout_s:.0f} s")
+
+
+def apply_demo_project(factory: sessionmaker[Session]) -> None:
+    """Apply the demo project and file the ingested series into it, so readers can press Next at once."""
+    from pacslabel.projects import service as project_service
+
+    with factory() as session, session.begin():
+        result = project_service.apply_project_file(session, DEMO_PROJECT_FILE.read_text(), "demo",
+                                                    DEMO_PROJECT_FILE.name)
+        project = project_service.require_project(session, result.project.slug)
+        project_service.sync_project_items(session, project, quiet_s=0.0)
