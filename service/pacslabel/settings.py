@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     session_max_age_s: int = Field(default=12 * 3600, gt=0)
     ohif_dist_dir: Path | None = None
     ohif_config_dir: Path | None = None
+    stow_max_bytes: int = Field(default=2 * 1024**3, gt=0)
 
     # Storage SCP.
     scp_host: str = "127.0.0.1"

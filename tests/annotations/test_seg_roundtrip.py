@@ -6,6 +6,7 @@ import io
 from collections.abc import Callable
 from pathlib import Path
 
+import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
@@ -99,3 +100,13 @@ def test_binary_segments_read_as_masks_match_the_label_array(
     assert set(masks) == {1, 2, 3}
     for number, mask in masks.items():
         np.testing.assert_array_equal(mask, labels == number)
+
+
+def test_single_segment_seg_validates_and_round_trips(source: SourceSeries, labels: np.ndarray,
+                                                     segment_specs: list) -> None:  # type: ignore[type-arg]
+    # highdicom moves SegmentIdentificationSequence into the shared groups when there is one segment.
+    single = np.where(labels == 1, 1, 0).astype(np.uint8)
+    seg = written_and_read(build_segmentation(single, source, segment_specs[:1], series_instance_uid=str(hd.UID()),
+                                              series_number=300, instance_number=1, author="Reader^One"))
+    validate_segmentation(seg, source)
+    np.testing.assert_array_equal(read_label_array(seg, source), single)

@@ -315,10 +315,11 @@ def _place_frames(
                 )
         segment_number: int | None = None
         if segmentation_type != "LABELMAP":
-            identification = frame.get("SegmentIdentificationSequence") or []
-            if not identification or "ReferencedSegmentNumber" not in identification[0]:
+            # highdicom puts it in the shared groups when the SEG has a single segment.
+            identification = functional_group(seg, frame, "SegmentIdentificationSequence")
+            if identification is None or "ReferencedSegmentNumber" not in identification:
                 raise AnnotationRejected(f"Frame {number} has no SegmentIdentificationSequence.")
-            segment_number = int(identification[0].ReferencedSegmentNumber)
+            segment_number = int(identification.ReferencedSegmentNumber)
             if segment_number not in segment_labels:
                 raise AnnotationRejected(
                     f"Frame {number} references segment {segment_number}, which is not in SegmentSequence."

@@ -1,5 +1,6 @@
 """Imports every domain's models so that Base.metadata is complete (Alembic, tests)."""
 
+from pacslabel.annotations import models as annotations_models  # noqa: F401
 from pacslabel.audit import models as audit_models  # noqa: F401
 from pacslabel.catalog import models as catalog_models  # noqa: F401
 from pacslabel.ingest import models as ingest_models  # noqa: F401

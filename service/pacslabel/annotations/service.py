@@ -1,0 +1,607 @@
+"""Saving annotation versions (architecture invariant 3): every save is a new SOP instance, never a change.
+
+One path for every door (STOW from OHIF, the JSON/upload API):
+
+    find the reader's open task for the study -> load the source series (Orthanc metadata)
+    -> SEG: repair OHIF gaps, validate geometry and labels | SR: check its study and evidence
+    -> [lock the task] stamp version n+1 (author, time, predecessor) -> insert the row -> store in Orthanc
+    -> fill orthanc_id -> audit -> commit -> invalidate the gateway's metadata cache
+
+Nothing reaches Orthanc before every check passed. Two saves of one task are serialised (a row lock on
+PostgreSQL, BEGIN IMMEDIATE on SQLite) and the unique (task, modality, version) constraint backs that up, so
+concurrent saves become n+1 and n+2. The save commits its own transaction: once the instance is in Orthanc
+its row must not be rolled back by whatever the caller does next (a later part of the same STOW failing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Any
+
+import highdicom as hd
+from pydicom.dataset import Dataset, FileDataset
+from pydicom.sr.coding import Code
+from pydicom.uid import UID
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from pacslabel.annotations import repository
+from pacslabel.annotations.errors import AnnotationRejected
+from pacslabel.annotations.geometry import SourceSeries
+from pacslabel.annotations.models import AnnotationModality, AnnotationOrigin, AnnotationVersion, task_series_uid
+from pacslabel.annotations.ohif_repairs import repair_ohif_segmentation
+from pacslabel.annotations.protocol_mapping import ProtocolLabel, normalise_label
+from pacslabel.annotations.seg_building import (
+    SegType,
+    build_segmentation,
+    label_array_from_npy,
+    segment_specs_from_mapping,
+)
+from pacslabel.annotations.seg_pixels import SEG_SOP_CLASS_UIDS
+from pacslabel.annotations.seg_validation import validate_segmentation
+from pacslabel.annotations.sr_building import LengthMeasurement, build_measurement_report
+from pacslabel.annotations.versioning import stamp_version
+from pacslabel.audit.service import record
+from pacslabel.errors import Conflict, Forbidden
+from pacslabel.orthanc.client import OrthancClient
+from pacslabel.projects.models import ProjectItem
+from pacslabel.tasks.models import Task
+from pacslabel.tasks.states import TaskPurpose, TaskStatus
+from pacslabel.users.models import User
+
+logger = logging.getLogger(__name__)
+
+COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
+ENHANCED_SR = "1.2.840.10008.5.1.4.1.1.88.22"
+COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
+SR_SOP_CLASS_UIDS = frozenset({COMPREHENSIVE_SR, ENHANCED_SR, COMPREHENSIVE_3D_SR})
+
+# OHIF's series number bases (ohif-integration notes §5.1): SR 3000, SEG 3100.
+SERIES_NUMBERS = {AnnotationModality.SEG: 3100, AnnotationModality.SR: 3000}
+SAVE_ATTEMPTS = 3
+LOCAL_SCHEME = "99PACSLABEL"  # PS3.16 §8.2 private coding scheme for protocol questions and answers
+
+# STOW FailureReason values (PS3.18 Table I.2-1 / PS3.4 C.4.2.1.4) carried by AnnotationRefused.
+PROCESSING_FAILURE = 0x0110
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+NOT_AUTHORIZED = 0x0124
+OUT_OF_RESOURCES = 0xA700
+DATASET_DOES_NOT_MATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+
+
+class AnnotationRefused(AnnotationRejected):
+    """A rejection that also says which STOW FailureReason it is."""
+
+    def __init__(self, reason: str, status_code: int = 422, failure_reason: int = CANNOT_UNDERSTAND) -> None:
+        super().__init__(reason, status_code)
+        self.failure_reason = failure_reason
+
+
+def failure_reason_of(error: Exception) -> int:
+    """The STOW FailureReason for an error raised while saving (AnnotationRejected from the library too)."""
+    if isinstance(error, AnnotationRefused):
+        return error.failure_reason
+    if isinstance(error, AnnotationRejected):
+        return DATASET_DOES_NOT_MATCH if "disguised" in error.reason else CANNOT_UNDERSTAND
+    if isinstance(error, Forbidden):
+        return NOT_AUTHORIZED
+    status = getattr(error, "status_code", 500)
+    return OUT_OF_RESOURCES if status in (503, 504) else PROCESSING_FAILURE
+
+
+def _class_name(uid: str) -> str:
+    name = UID(uid).name if uid else ""
+    return f"{uid} ({name})" if name and name != uid else (uid or "(missing)")
+
+
+# --- protocol ----------------------------------------------------------------------------------------------
+
+def _code(item: Mapping[str, Any]) -> Code:
+    return Code(str(item["CodeValue"]), str(item["CodingSchemeDesignator"]), str(item["CodeMeaning"]))
+
+
+def _rgb(color: Mapping[str, Any] | None) -> tuple[int, int, int] | None:
+    if not color:
+        return None
+    if "hex" in color:
+        value = str(color["hex"]).lstrip("#")
+        return (int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16))
+    if "cielab" in color:
+        rgb = hd.color.CIELabColor(*(float(v) for v in color["cielab"])).to_rgb(clip=True)
+        return (int(rgb[0]), int(rgb[1]), int(rgb[2]))
+    return None
+
+
+def protocol_labels(protocol: Mapping[str, Any] | None) -> list[ProtocolLabel]:
+    """The protocol's segment labels (projects.schema.SegmentLabel, stored as JSON) as ProtocolLabels."""
+    return [
+        ProtocolLabel(str(segment["label"]), _code(segment["category"]), _code(segment["type"]),
+                      _rgb(segment.get("color")))
+        for segment in (protocol or {}).get("segments") or []
+    ]
+
+
+def _short_code_value(*parts: str) -> str:
+    # CodeValue is SH (16 characters): a stable digest when the natural value does not fit.
+    joined = "/".join(parts)
+    return joined if len(joined) <= 16 and "/" not in joined else hashlib.sha256(joined.encode()).hexdigest()[:16]
+
+
+def question_codes(protocol: Mapping[str, Any] | None, answers: Mapping[str, str]) -> list[tuple[Code, Code]]:
+    """Protocol answers ``{question id: answer text}`` as (question, answer) codes of the local scheme."""
+    questions = {str(q["id"]): q for q in (protocol or {}).get("questions") or []}
+    pairs = []
+    for question_id, answer in answers.items():
+        question = questions.get(question_id)
+        if question is None:
+            raise AnnotationRefused(
+                f"Unknown question {question_id!r}: the protocol asks {sorted(questions) or 'no questions'}.")
+        choices = [str(choice) for choice in question["answers"]]
+        if answer not in choices:
+            raise AnnotationRefused(f"Question {question_id!r} takes one of {choices}, not {answer!r}.")
+        pairs.append((
+            Code(_short_code_value(question_id), LOCAL_SCHEME, str(question["text"])[:64]),
+            Code(_short_code_value(question_id, answer), LOCAL_SCHEME, answer[:64]),
+        ))
+    return pairs
+
+
+# --- the task and its source -----------------------------------------------------------------------------
+
+def author_role(task: Task) -> str:
+    if task.purpose == TaskPurpose.REVIEW.value:
+        return "reviewer"
+    if task.purpose == TaskPurpose.ARBITRATION.value:
+        return "arbiter"
+    return "annotator"
+
+
+def _savable(task: Task) -> bool:
+    return task.status in repository.SAVABLE_STATUSES and not (
+        task.purpose == TaskPurpose.REPEAT.value and task.status == TaskStatus.OPEN.value)
+
+
+def find_task(session: Session, user: User, study_instance_uid: str, task: Task | None = None) -> Task:
+    """The user's task that takes an annotation of this study (given, or found by the study)."""
+    if task is None:
+        tasks = repository.savable_tasks_for_study(session, user.id, study_instance_uid)
+        if not tasks:
+            raise AnnotationRefused("no open task of yours for this study", 403, NOT_AUTHORIZED)
+        return tasks[0]
+    if task.reader_id != user.id:
+        raise AnnotationRefused("this task belongs to another reader", 403, NOT_AUTHORIZED)
+    if not _savable(task):
+        raise AnnotationRefused(f"task {task.id} is {task.status}; it no longer takes annotations", 409,
+                                NOT_AUTHORIZED)
+    item = repository.item_of(session, task)
+    task_study = repository.study_uid_of(session, item)
+    if task_study != study_instance_uid:
+        raise AnnotationRefused(
+            f"The annotation belongs to another study: StudyInstanceUID {study_instance_uid or '(missing)'} is not "
+            f"the study of task {task.id} ({task_study}).", 422, DATASET_DOES_NOT_MATCH)
+    return task
+
+
+# Source geometry per (study, series), kept for SOURCE_CACHE_S: fetching and parsing the metadata of a
+# 300-slice series costs ~1.3 s, more than the rest of a save. A cached grid can only be stale by missing
+# slices that arrived later; a SEG drawn on those fails validation, and that failure is retried once on a
+# freshly fetched grid (see prepare_annotation), so the cache never decides a rejection on its own.
+SOURCE_CACHE_S = 600.0
+SOURCE_CACHE_SIZE = 64
+_source_cache: dict[tuple[str, str], tuple[float, SourceSeries]] = {}
+_source_cache_lock = threading.Lock()
+
+
+def load_source(orthanc: OrthancClient, item: ProjectItem, study_uid: str, series_uid: str, *,
+                fresh: bool = False) -> SourceSeries:
+    """The geometry of one of the item's source series, from Orthanc's series metadata (DICOM JSON)."""
+    if series_uid not in item.series_uids:
+        raise AnnotationRefused(
+            f"The annotation references series {series_uid}, which is not a source series of this task "
+            f"(its series: {', '.join(item.series_uids)}).", 422, DATASET_DOES_NOT_MATCH)
+    key = (study_uid, series_uid)
+    now = time.monotonic()
+    with _source_cache_lock:
+        cached = _source_cache.get(key)
+    if cached is not None and not fresh and now - cached[0] < SOURCE_CACHE_S:
+        return cached[1]
+    metadata = orthanc.retrieve_series_metadata(study_uid, series_uid)
+    try:
+        source = SourceSeries.from_instances(metadata)
+    except ValueError as error:
+        raise AnnotationRefused(f"The source series {series_uid} has no usable geometry: {error}", 422,
+                                PROCESSING_FAILURE) from error
+    with _source_cache_lock:
+        if len(_source_cache) >= SOURCE_CACHE_SIZE:
+            _source_cache.pop(min(_source_cache, key=lambda k: _source_cache[k][0]))
+        _source_cache[key] = (now, source)
+    return source
+
+
+def forget_source(study_uid: str, series_uid: str) -> None:
+    with _source_cache_lock:
+        _source_cache.pop((study_uid, series_uid), None)
+
+
+def _referenced_source_series(seg: Dataset, item: ProjectItem) -> str:
+    references = {str(series.SeriesInstanceUID) for series in seg.get("ReferencedSeriesSequence") or []
+                  if "SeriesInstanceUID" in series}
+    if len(references) > 1:
+        raise AnnotationRefused(f"The SEG references {len(references)} series ({', '.join(sorted(references))}); "
+                                "a segmentation is drawn on one source series.", 422, DATASET_DOES_NOT_MATCH)
+    if references:
+        return references.pop()
+    # OHIF sometimes leaves ReferencedSeriesSequence out (repaired later from the frames' sources); with one
+    # source series there is no doubt which one it was drawn on.
+    if len(item.series_uids) == 1:
+        return str(item.series_uids[0])
+    raise AnnotationRefused("The SEG has no ReferencedSeriesSequence, and this task has several source series: "
+                            "say which series it segments.", 422, DATASET_DOES_NOT_MATCH)
+
+
+def _sr_references(sr: Dataset) -> tuple[set[str], set[str]]:
+    """(study UIDs, series UIDs) the SR's evidence sequences name."""
+    studies: set[str] = set()
+    series: set[str] = set()
+    for keyword in ("CurrentRequestedProcedureEvidenceSequence", "PertinentOtherEvidenceSequence"):
+        for study in sr.get(keyword) or []:
+            studies.add(str(study.get("StudyInstanceUID", "")))
+            for item in study.get("ReferencedSeriesSequence") or []:
+                series.add(str(item.get("SeriesInstanceUID", "")))
+    return studies, series
+
+
+def _check_sr(sr: Dataset, item: ProjectItem, study_uid: str, own_series: Iterable[str]) -> None:
+    studies, series = _sr_references(sr)
+    foreign_studies = studies - {study_uid}
+    if foreign_studies:
+        raise AnnotationRefused(f"The SR's evidence names another study ({', '.join(sorted(foreign_studies))}); "
+                                f"it may reference this task's study {study_uid} only.", 422, DATASET_DOES_NOT_MATCH)
+    allowed = set(item.series_uids) | set(own_series)
+    foreign_series = series - allowed
+    if foreign_series:
+        raise AnnotationRefused(f"The SR references series {', '.join(sorted(foreign_series))}, which are not "
+                                "source series of this task.", 422, DATASET_DOES_NOT_MATCH)
+    if not series & set(item.series_uids):
+        raise AnnotationRefused("The SR references no image of this task's source series "
+                                "(CurrentRequestedProcedureEvidenceSequence is missing or empty).", 422,
+                                DATASET_DOES_NOT_MATCH)
+    if not sr.get("ContentSequence"):
+        raise AnnotationRefused("The SR has no content (ContentSequence is missing or empty).", 422,
+                                CANNOT_UNDERSTAND)
+
+
+def modality_of(ds: Dataset) -> AnnotationModality:
+    """SEG or SR by SOP class; a Modality that lies about the class is refused precisely."""
+    sop_class = str(ds.get("SOPClassUID", ""))
+    if sop_class in SEG_SOP_CLASS_UIDS:
+        return AnnotationModality.SEG
+    if ds.get("Modality") == "SEG":
+        raise AnnotationRefused(
+            f"Not a segmentation: a non-SEG disguised as SEG although its Modality is SEG. SOPClassUID "
+            f"{_class_name(sop_class)} is not a Segmentation Storage class.", 422, DATASET_DOES_NOT_MATCH)
+    if sop_class in SR_SOP_CLASS_UIDS:
+        return AnnotationModality.SR
+    raise AnnotationRefused(
+        f"Only SEG and SR objects can be stored here, not SOPClassUID {_class_name(sop_class)} "
+        f"(Modality {ds.get('Modality') or '(missing)'}).", 422, SOP_CLASS_NOT_SUPPORTED)
+
+
+# --- saving ------------------------------------------------------------------------------------------------
+
+def _begin_write(session: Session, task_id: int) -> None:
+    """Take the task's save lock. SQLite: the request's read transaction is committed and a BEGIN IMMEDIATE
+    transaction holds the write lock (a deferred one could not upgrade after another writer committed)."""
+    if session.get_bind().dialect.name == "sqlite":
+        if session.in_transaction():
+            session.commit()
+        session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+    repository.lock_task(session, task_id)
+
+
+# Elements stamp_version never touches but would deep-copy (300 per-frame items cost ~0.3 s): they are
+# set aside while stamping and put back on the stamped copy. The dataset is the save's own copy.
+_UNSTAMPED = ("PerFrameFunctionalGroupsSequence", "PixelData", "ReferencedSeriesSequence", "SourceImageSequence")
+
+
+def _stamp(dataset: Dataset, **kwargs: Any) -> Dataset:
+    light = Dataset()
+    heavy = []
+    for element in dataset:
+        if element.keyword in _UNSTAMPED:
+            heavy.append(element)
+        else:
+            light.add(element)
+    file_meta = getattr(dataset, "file_meta", None)
+    if file_meta is not None:
+        light.file_meta = file_meta
+    stamped = stamp_version(light, **kwargs)
+    for element in heavy:
+        stamped.add(element)
+    return stamped
+
+
+def _part10(ds: Dataset) -> bytes:
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _invalidate_metadata_cache(study_uid: str, series_uid: str) -> None:
+    """Tell the gateway's read side that the series changed (its module may not exist yet)."""
+    try:
+        from pacslabel.dicomweb import metadata_cache  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return
+    invalidate = getattr(metadata_cache, "invalidate_series", None)
+    if callable(invalidate):
+        try:
+            invalidate(study_uid, series_uid)
+        except Exception:  # a stale cache must not turn a stored version into an error answer
+            logger.exception("metadata cache invalidation failed for series %s", series_uid)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    task: Task
+    study_uid: str
+    modality: AnnotationModality
+    dataset: Dataset
+    repairs: list[str]
+
+
+def _plain(dataset: Dataset) -> Dataset:
+    """A plain pydicom Dataset with the same elements (shallow). highdicom objects keep an SQLite index that
+    is bound to the thread that built them and is dumped on every deepcopy (slow, and fails in a threadpool)."""
+    if type(dataset) in (Dataset, FileDataset):
+        return dataset
+    plain = Dataset(dataset)
+    file_meta = getattr(dataset, "file_meta", None)
+    if file_meta is not None:
+        plain.file_meta = file_meta
+    return plain
+
+
+def prepare_annotation(
+    session: Session,
+    orthanc: OrthancClient,
+    user: User,
+    dataset: Dataset,
+    *,
+    task: Task | None = None,
+    source: SourceSeries | None = None,
+) -> _Prepared:
+    """Every check of a save, without storing anything. Raises AnnotationRejected / Forbidden / Conflict."""
+    dataset = _plain(dataset)
+    modality = modality_of(dataset)
+    study_uid = str(dataset.get("StudyInstanceUID", ""))
+    task = find_task(session, user, study_uid, task)
+    item = repository.item_of(session, task)
+    repairs: list[str] = []
+    if modality == AnnotationModality.SEG:
+        series_uid = _referenced_source_series(dataset, item)
+        given = source is not None and source.series_instance_uid == series_uid
+        if not given:
+            source = load_source(orthanc, item, study_uid, series_uid)
+        assert source is not None
+        labels = protocol_labels(repository.protocol_of(session, task))
+        try:
+            repaired = repair_ohif_segmentation(dataset, source, protocol_labels=labels or None)
+            validate_segmentation(repaired.dataset, source, protocol_labels=labels or None)
+        except AnnotationRejected:
+            if given:
+                raise
+            # Maybe the cached grid misses slices that arrived since: decide on a fresh one.
+            source = load_source(orthanc, item, study_uid, series_uid, fresh=True)
+            repaired = repair_ohif_segmentation(dataset, source, protocol_labels=labels or None)
+            validate_segmentation(repaired.dataset, source, protocol_labels=labels or None)
+        dataset, repairs = repaired.dataset, repaired.repairs
+    else:
+        own = [task_series_uid(study_uid, task.id, kind) for kind in AnnotationModality]
+        _check_sr(dataset, item, study_uid, own)
+    return _Prepared(task, study_uid, modality, dataset, repairs)
+
+
+def save_annotation(
+    session: Session,
+    orthanc_client: OrthancClient,
+    user: User,
+    dataset: Dataset,
+    *,
+    task: Task | None = None,
+    origin: AnnotationOrigin | str,
+    source: SourceSeries | None = None,
+) -> AnnotationVersion:
+    """Validate ``dataset`` (a SEG or SR) and store it as the next version of the user's task; commits.
+
+    ``task``: the task to save on (API path); None finds the user's open task for the dataset's study (STOW).
+    ``source``: the source series when the caller has it already (API path, saves a metadata round trip).
+    """
+    origin = AnnotationOrigin(origin)
+    prepared = prepare_annotation(session, orthanc_client, user, dataset, task=task, source=source)
+    task = prepared.task
+    modality = prepared.modality
+    series_uid = task_series_uid(prepared.study_uid, task.id, modality)
+    role = author_role(task)
+    _begin_write(session, task.id)
+    session.refresh(task)
+    if not _savable(task):  # submitted (or skipped) while this save was being checked
+        raise Conflict(f"task {task.id} is {task.status}; it no longer takes annotations")
+    for attempt in range(1, SAVE_ATTEMPTS + 1):
+        previous = repository.latest_version(session, task.id, modality.value)
+        number = previous.version + 1 if previous else 1
+        stamped = _stamp(
+            prepared.dataset,
+            author=user.username,
+            author_role=role,
+            task_series_uid=series_uid,
+            series_number=SERIES_NUMBERS[modality],
+            instance_number=number,
+            predecessor_sop_instance_uid=previous.sop_instance_uid if previous else None,
+            predecessor_sop_class_uid=previous.sop_class_uid if previous else None,
+        )
+        data = _part10(stamped)
+        row = AnnotationVersion(
+            task_id=task.id,
+            study_instance_uid=prepared.study_uid,
+            series_instance_uid=series_uid,
+            sop_instance_uid=str(stamped.SOPInstanceUID),
+            sop_class_uid=str(stamped.SOPClassUID),
+            modality=modality.value,
+            version=number,
+            author_id=user.id,
+            author_role=role,
+            predecessor_id=previous.id if previous else None,
+            origin=origin.value,
+            sha256=hashlib.sha256(data).hexdigest(),
+            byte_size=len(data),
+            repairs=list(prepared.repairs),
+        )
+        try:
+            # The row first: if another save took number n+1 (the lock makes this a backstop only), nothing
+            # has reached Orthanc yet and the next attempt stamps n+2.
+            with session.begin_nested():
+                repository.add_version(session, row)
+        except IntegrityError:
+            logger.info("task %s: version %s was taken (attempt %s); retrying", task.id, number, attempt)
+            continue
+        break
+    else:
+        raise Conflict(f"task {task.id}: could not allocate a version number after {SAVE_ATTEMPTS} attempts")
+    stored = orthanc_client.store_instance(data)
+    row.orthanc_id = stored.orthanc_id
+    record(session, user.username, "annotation_save", "task", task.id, version=number, modality=modality.value,
+           sop_instance_uid=row.sop_instance_uid, origin=origin.value, repairs=len(prepared.repairs))
+    session.flush()
+    session.commit()
+    logger.info("task %s: stored %s version %s (%s, %d bytes)", task.id, modality.value, number,
+                row.sop_instance_uid, row.byte_size)
+    _invalidate_metadata_cache(prepared.study_uid, series_uid)
+    return row
+
+
+# --- building (the API door, without OHIF) ---------------------------------------------------------------
+
+def _task_source(session: Session, orthanc: OrthancClient, task: Task,
+                 series_uid: str | None) -> tuple[ProjectItem, str, SourceSeries]:
+    item = repository.item_of(session, task)
+    study_uid = repository.study_uid_of(session, item)
+    if series_uid is None:
+        if len(item.series_uids) != 1:
+            raise AnnotationRefused(f"This task has {len(item.series_uids)} source series; name one with "
+                                    f"series_uid ({', '.join(item.series_uids)}).")
+        series_uid = str(item.series_uids[0])
+    return item, study_uid, load_source(orthanc, item, study_uid, series_uid)
+
+
+def save_label_array(
+    session: Session,
+    orthanc_client: OrthancClient,
+    user: User,
+    task: Task,
+    npy: bytes,
+    segments: Mapping[str | int, str],
+    *,
+    seg_type: SegType = "BINARY",
+    series_uid: str | None = None,
+) -> AnnotationVersion:
+    """Build a SEG from a ``.npy`` label array (slices sorted along the normal) and save it as a version."""
+    find_task(session, user, repository.study_uid_of(session, repository.item_of(session, task)), task)
+    labels = protocol_labels(repository.protocol_of(session, task))
+    if not labels:
+        raise AnnotationRefused("The task's protocol has no segment labels to build a segmentation with.")
+    if not segments:
+        raise AnnotationRefused('segments must map segment numbers to protocol labels, e.g. {"1": "lesion"}.')
+    specs = segment_specs_from_mapping(segments, labels)
+    _, study_uid, source = _task_source(session, orthanc_client, task, series_uid)
+    array = label_array_from_npy(npy, source, [spec.number for spec in specs])
+    seg = build_segmentation(
+        array, source, specs,
+        series_instance_uid=task_series_uid(study_uid, task.id, AnnotationModality.SEG),
+        series_number=SERIES_NUMBERS[AnnotationModality.SEG],
+        instance_number=1,  # stamped with the real version number by save_annotation
+        author=user.username,
+        seg_type=seg_type,
+        series_description="pacslabel segmentation",
+    )
+    return save_annotation(session, orthanc_client, user, seg, task=task, origin=AnnotationOrigin.API, source=source)
+
+
+def save_measurement_report(
+    session: Session,
+    orthanc_client: OrthancClient,
+    user: User,
+    task: Task,
+    measurements: Sequence[Mapping[str, Any]],
+    answers: Mapping[str, str],
+    *,
+    series_uid: str | None = None,
+) -> AnnotationVersion:
+    """Build a TID 1500 SR from lengths and the protocol's answers and save it as an SR version."""
+    find_task(session, user, repository.study_uid_of(session, repository.item_of(session, task)), task)
+    protocol = repository.protocol_of(session, task)
+    labels = {normalise_label(label.name): label for label in protocol_labels(protocol)}
+    pairs = question_codes(protocol, answers)
+    _, study_uid, source = _task_source(session, orthanc_client, task, series_uid)
+    lengths = []
+    for index, measurement in enumerate(measurements, start=1):
+        finding = measurement.get("finding")
+        label = labels.get(normalise_label(finding)) if finding else None
+        if finding and label is None:
+            raise AnnotationRefused(f"Measurement {index}: finding {finding!r} is not a protocol label.")
+        lengths.append(LengthMeasurement(
+            value_mm=float(measurement["value_mm"]),
+            sop_instance_uid=str(measurement["sop_instance_uid"]),
+            points=tuple((float(p[0]), float(p[1])) for p in measurement["points"]),
+            tracking_id=str(measurement.get("tracking_id") or f"measurement {index}"),
+            finding_type=label.type if label else None,
+        ))
+    try:
+        sr = build_measurement_report(
+            source, lengths, pairs,
+            author=user.username,
+            series_instance_uid=task_series_uid(study_uid, task.id, AnnotationModality.SR),
+            series_number=SERIES_NUMBERS[AnnotationModality.SR],
+            instance_number=1,
+            series_description="pacslabel measurements",
+        )
+    except ValueError as error:
+        if isinstance(error, AnnotationRejected):
+            raise
+        raise AnnotationRefused(str(error)) from error
+    return save_annotation(session, orthanc_client, user, sr, task=task, origin=AnnotationOrigin.API, source=source)
+
+
+def list_versions(session: Session, task: Task) -> list[dict[str, Any]]:
+    """The task's versions, oldest first per modality (for its own reader or an admin)."""
+    by_id = {}
+    rows = repository.versions_of_task(session, task.id)
+    for row in rows:
+        by_id[row.id] = row
+    return [
+        {
+            "id": row.id,
+            "modality": row.modality,
+            "version": row.version,
+            "study_instance_uid": row.study_instance_uid,
+            "series_instance_uid": row.series_instance_uid,
+            "sop_instance_uid": row.sop_instance_uid,
+            "sop_class_uid": row.sop_class_uid,
+            "author_role": row.author_role,
+            "created_at": row.created_at.isoformat(),
+            "origin": row.origin,
+            "predecessor_sop_instance_uid": by_id[row.predecessor_id].sop_instance_uid
+            if row.predecessor_id in by_id else None,
+            "sha256": row.sha256,
+            "byte_size": row.byte_size,
+            "repairs": list(row.repairs or []),
+        }
+        for row in rows
+    ]
