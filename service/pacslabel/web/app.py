@@ -64,8 +64,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def _domain_routers() -> list[APIRouter]:
     """Routers of the domain rooms. Each room owns its routes; the app only mounts them."""
+    from pacslabel.annotations.routes import router as annotations_router
+    from pacslabel.dicomweb.routes import router as dicomweb_router
+    from pacslabel.dicomweb.stow import stow_router
     from pacslabel.ingest.routes import router as ingest_router
     from pacslabel.projects.routes import router as projects_router
     from pacslabel.tasks.routes import router as tasks_router
 
-    return [ingest_router, projects_router, tasks_router]
+    return [ingest_router, projects_router, tasks_router, annotations_router, stow_router,
+            dicomweb_router]

@@ -1,0 +1,178 @@
+"""A small blinded world for the gateway and access-policy tests.
+
+In Orthanc (session fixture, shared, fresh UIDs per module):
+    study S1: CT source series, reader A's SEG, reader B's SEG, a "foreign" SEG that came with the study
+              (not in annotation_versions), and a second CT series not in the item (not to be shown);
+    study S2: a CT series nobody has a task for.
+In the database (per test): the catalogue, a project, one study item on S1 (source = the first CT series),
+read tasks for A and B, a review task for the reviewer, an arbitration task for the arbiter, the two
+annotation_versions rows, and users with bearer tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import uvicorn
+from fastapi import FastAPI
+from pydicom.dataset import Dataset
+from pydicom.sr.coding import Code
+from pydicom.uid import generate_uid
+from sqlalchemy.orm import Session
+
+from pacslabel.annotations import SegmentSpec, SourceSeries, build_segmentation
+from pacslabel.annotations.models import AnnotationVersion, task_series_uid
+from pacslabel.catalog.models import CatalogPatient, CatalogSeries, CatalogStudy
+from pacslabel.dicomweb.routes import router as dicomweb_router
+from pacslabel.orthanc.client import OrthancClient
+from pacslabel.projects.models import Project, ProjectItem
+from pacslabel.settings import Settings
+from pacslabel.tasks.models import Task
+from pacslabel.users import service as user_service
+from pacslabel.web.app import create_app
+from tests.annotations.sources import make_ct_series
+
+LESION = Code("49755003", "SCT", "Morphologically Abnormal Structure")
+NEOPLASM = Code("108369006", "SCT", "Neoplasm")
+SLICES = 4
+# Task ids are fixed so that the derived annotation series UIDs are known before the database exists.
+TASK_IDS = {"reader_a": 11, "reader_b": 12, "reviewer": 13, "arbiter": 14}
+
+
+@dataclass
+class Series:
+    study: str
+    series: str
+    sops: list[str]
+
+
+@dataclass
+class OrthancWorld:
+    source: Series  # the item's source CT series in S1
+    other_ct: Series  # a CT series of S1 that is not part of the item
+    seg_a: Series
+    seg_b: Series
+    foreign_seg: Series
+    outside: Series  # S2: nobody has a task
+    source_datasets: list[Dataset] = field(default_factory=list)
+
+    @property
+    def study(self) -> str:
+        return self.source.study
+
+
+def _seg(source: list[Dataset], series_uid: str, author: str) -> Dataset:
+    geometry = SourceSeries.from_instances(source)
+    labels = np.zeros(geometry.shape, dtype=np.uint8)
+    labels[1:3, 2:6, 2:6] = 1
+    return build_segmentation(labels, geometry, [SegmentSpec(1, "lesion", LESION, NEOPLASM)],
+                              series_instance_uid=series_uid, series_number=300, instance_number=1,
+                              author=author, series_description=f"SEG of {author}")
+
+
+def build_orthanc_world(client: OrthancClient) -> OrthancWorld:
+    study = generate_uid()
+    source = make_ct_series(slices=SLICES, rows=16, columns=16, study_instance_uid=study, shuffle=False)
+    other = make_ct_series(slices=2, rows=16, columns=16, study_instance_uid=study, shuffle=False)
+    outside = make_ct_series(slices=2, rows=16, columns=16, shuffle=False)
+    seg_a = _seg(source, task_series_uid(study, TASK_IDS["reader_a"], "SEG"), "reader_a")
+    seg_b = _seg(source, task_series_uid(study, TASK_IDS["reader_b"], "SEG"), "reader_b")
+    foreign = _seg(source, generate_uid(), "clinical")
+    client.store_instances([*source, *other, *outside, seg_a, seg_b, foreign])
+
+    def series(datasets: list[Dataset]) -> Series:
+        return Series(str(datasets[0].StudyInstanceUID), str(datasets[0].SeriesInstanceUID),
+                      [str(d.SOPInstanceUID) for d in datasets])
+
+    return OrthancWorld(source=series(source), other_ct=series(other), seg_a=series([seg_a]),
+                        seg_b=series([seg_b]), foreign_seg=series([foreign]), outside=series(outside),
+                        source_datasets=source)
+
+
+USERS = {"admin": "admin", "reader_a": "annotator", "reader_b": "annotator", "reader_c": "annotator",
+         "reviewer": "reviewer", "arbiter": "reviewer", "ml": "ml"}
+
+
+def build_database(session: Session, world: OrthancWorld) -> dict[str, str]:
+    """Catalogue, project, item, tasks and annotation versions; returns bearer tokens by user name."""
+    tokens: dict[str, str] = {}
+    users = {}
+    for name, role in USERS.items():
+        users[name] = user_service.create_user(session, name, role)  # tokens only: no password hashing
+        tokens[name] = user_service.create_api_token(session, name)
+    session.flush()
+    patient = CatalogPatient(pseudonym="P-gateway")
+    session.add(patient)
+    session.flush()
+    studies = {}
+    for uid in (world.study, world.outside.study):
+        studies[uid] = CatalogStudy(study_instance_uid=uid, patient_id=patient.id)
+        session.add(studies[uid])
+    session.flush()
+    for s, modality in ((world.source, "CT"), (world.other_ct, "CT"), (world.outside, "CT"),
+                        (world.foreign_seg, "SEG")):
+        session.add(CatalogSeries(series_instance_uid=s.series, study_id=studies[s.study].id, modality=modality,
+                                  route="test", instance_count=len(s.sops)))
+    project = Project(slug="gateway", name="Gateway", definition={}, definition_sha256="0" * 64)
+    session.add(project)
+    session.flush()
+    item = ProjectItem(project_id=project.id, unit="study", unit_uid=world.study, study_id=studies[world.study].id,
+                       patient_id=patient.id, series_uids=[world.source.series], split="train",
+                       stage="continuous", order_key="k")
+    session.add(item)
+    session.flush()
+    purposes = {"reader_a": ("read", 0), "reader_b": ("read", 1), "reviewer": ("review", 0),
+                "arbiter": ("arbitration", 0)}
+    for name, (purpose, slot) in purposes.items():
+        session.add(Task(id=TASK_IDS[name], project_id=project.id, item_id=item.id, reader_id=users[name].id,
+                         purpose=purpose, slot=slot, status="in_progress", protocol_version=1))
+    session.flush()
+    for name, seg in (("reader_a", world.seg_a), ("reader_b", world.seg_b)):
+        session.add(AnnotationVersion(
+            task_id=TASK_IDS[name], study_instance_uid=seg.study, series_instance_uid=seg.series,
+            sop_instance_uid=seg.sops[0], sop_class_uid="1.2.840.10008.5.1.4.1.1.66.4", modality="SEG",
+            version=1, author_id=users[name].id, author_role="annotator", origin="api",
+            sha256=hashlib.sha256(seg.sops[0].encode()).hexdigest(), byte_size=1, repairs=[]))
+    session.flush()
+    return tokens
+
+
+def gateway_app(settings: Settings) -> FastAPI:
+    app = create_app(settings)
+    mounted = {getattr(route, "path", "") for route in app.routes}
+    if "/dicomweb/studies/{study}/series/{series}/metadata" not in mounted:  # until the lead mounts it
+        app.include_router(dicomweb_router)
+    return app
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serve(app: FastAPI, port: int | None = None) -> Iterator[str]:
+    """Run ``app`` under uvicorn on an ephemeral loopback port in a thread; yields its base URL."""
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
