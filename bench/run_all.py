@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = ["bench_deid.py", "bench_ingest.py"]
+BENCHMARKS = ["bench_deid.py", "bench_ingest.py", "bench_gateway.py", "bench_stow.py", "bench_consensus.py"]
 
 
 def main() -> int:
