@@ -39,26 +39,36 @@ def upsert_series(session: Session, series_uid: str, study_id: int, values: dict
 
 def add_instance(session: Session, sop_uid: str, series_id: int, orthanc_id: str | None, at: datetime) -> bool:
     """Record an instance once; True if it is new (a redo after a crash does not count twice)."""
-    exists = session.scalar(select(CatalogInstance.id).where(CatalogInstance.sop_instance_uid == sop_uid))
-    if exists is not None:
+    if not insert_instance(session, sop_uid, series_id, orthanc_id, at):
         return False
+    count_new_instances(session, series_id, 1, at, at)
+    return True
+
+
+def insert_instance(session: Session, sop_uid: str, series_id: int, orthanc_id: str | None, at: datetime) -> bool:
+    """Insert the instance row unless it exists (ON CONFLICT DO NOTHING); True if inserted. Does not count it."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    result = session.execute(
-        insert(CatalogInstance)
+    # RETURNING, not rowcount: on psycopg the rowcount of this insert is -1 whether or not a row was added.
+    inserted = session.execute(
+        insert(CatalogInstance.__table__)
         .values(sop_instance_uid=sop_uid, series_id=series_id, orthanc_id=orthanc_id, received_at=at)
-        .on_conflict_do_nothing(index_elements=["sop_instance_uid"]))
-    if not result.rowcount:  # type: ignore[attr-defined]
-        return False
+        .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+        .returning(CatalogInstance.__table__.c.id)).first()
+    return inserted is not None
+
+
+def count_new_instances(session: Session, series_id: int, added: int, first: datetime, last: datetime) -> None:
+    """Add `added` new instances received between `first` and `last` to the series: one UPDATE per series and
+    batch, not one per instance (the worker holds SQLite's write lock while this runs)."""
     session.execute(
         update(CatalogSeries).where(CatalogSeries.id == series_id)
-        .values(instance_count=CatalogSeries.instance_count + 1,
-                first_received_at=case((CatalogSeries.first_received_at > at, at),
+        .values(instance_count=CatalogSeries.instance_count + added,
+                first_received_at=case((CatalogSeries.first_received_at > first, first),
                                        else_=CatalogSeries.first_received_at),
-                last_received_at=case((CatalogSeries.last_received_at < at, at),
+                last_received_at=case((CatalogSeries.last_received_at < last, last),
                                       else_=CatalogSeries.last_received_at))
         .execution_options(synchronize_session=False))
-    return True
 
 
 def list_series(session: Session, *, route: str | None = None, limit: int = 500) -> list[CatalogSeries]:

@@ -7,6 +7,7 @@ whatever the profile removed is simply absent here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -58,16 +59,41 @@ class LandedInstance:
 
 
 def record_instance(session: Session, landed: LandedInstance) -> bool:
-    at = landed.received_at
-    patient = repository.upsert_patient(session, landed.patient_id, at)
-    study_values = {name: _attribute(landed.attributes, kw, name, n) for name, (kw, n) in _STUDY_FIELDS.items()}
-    study = repository.upsert_study(session, landed.study_instance_uid, patient,
-                                    {**study_values, "orthanc_id": landed.study_orthanc_id}, at)
-    series_values = {name: _attribute(landed.attributes, kw, name, n) for name, (kw, n) in _SERIES_FIELDS.items()}
-    series = repository.upsert_series(session, landed.series_instance_uid, study, {
-        **series_values, "orthanc_id": landed.series_orthanc_id, "sop_class_uid": landed.sop_class_uid,
-        "source_ae": landed.source_ae[:16], "route": landed.route}, at)
-    return repository.add_instance(session, landed.sop_instance_uid, series, landed.orthanc_id, at)
+    """Record one instance; True if it is new (a redo after a crash does not count twice)."""
+    return record_instances(session, [landed]) == 1
+
+
+def record_instances(session: Session, landed: Sequence[LandedInstance]) -> int:
+    """Record a worker's batch in the caller's transaction; returns how many instances were new.
+
+    A batch is usually one series: patient, study and series are upserted once per distinct UID (the first
+    instance's attributes win, as with one call per instance), and each series gets one counting UPDATE.
+    """
+    patients: dict[str, int] = {}
+    studies: dict[str, int] = {}
+    series_ids: dict[str, int] = {}
+    added: dict[int, list[datetime]] = {}
+    for item in landed:
+        at = item.received_at
+        if item.patient_id not in patients:
+            patients[item.patient_id] = repository.upsert_patient(session, item.patient_id, at)
+        if item.study_instance_uid not in studies:
+            values = {name: _attribute(item.attributes, kw, name, n) for name, (kw, n) in _STUDY_FIELDS.items()}
+            studies[item.study_instance_uid] = repository.upsert_study(
+                session, item.study_instance_uid, patients[item.patient_id],
+                {**values, "orthanc_id": item.study_orthanc_id}, at)
+        if item.series_instance_uid not in series_ids:
+            values = {name: _attribute(item.attributes, kw, name, n) for name, (kw, n) in _SERIES_FIELDS.items()}
+            series_ids[item.series_instance_uid] = repository.upsert_series(
+                session, item.series_instance_uid, studies[item.study_instance_uid], {
+                    **values, "orthanc_id": item.series_orthanc_id, "sop_class_uid": item.sop_class_uid,
+                    "source_ae": item.source_ae[:16], "route": item.route}, at)
+        series_id = series_ids[item.series_instance_uid]
+        if repository.insert_instance(session, item.sop_instance_uid, series_id, item.orthanc_id, at):
+            added.setdefault(series_id, []).append(at)
+    for series_id, times in added.items():
+        repository.count_new_instances(session, series_id, len(times), min(times), max(times))
+    return sum(len(times) for times in added.values())
 
 
 def is_complete(series: CatalogSeries, stable_s: float, now: datetime | None = None) -> bool:

@@ -64,6 +64,21 @@ def _header(path: Path) -> tuple[str, str]:
         return "", ""
 
 
+def remove_done_files(spool: Spool, factory: sessionmaker[Session]) -> int:
+    """Remove spool files whose row is done: a worker killed between its commit and its unlinks leaves them.
+
+    Safe while the SCP runs (done is final, and files without a row are not touched), so every worker runs it
+    at start, not only the SCP's start-up recovery.
+    """
+    names = spool.final_names()
+    with session_scope(factory) as session:
+        statuses = queue.spool_names_with_rows(session, names)
+    done = [name for name in names if statuses.get(name) == ItemStatus.DONE]
+    for name in done:
+        spool.remove(name)
+    return len(done)
+
+
 def recover_spool(spool: Spool, quarantine_dir: Path, factory: sessionmaker[Session], routing: RoutingTable,
                   key: bytes) -> RecoveryReport:
     report = RecoveryReport(partial_removed=spool.remove_stale_parts())

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import threading
+from collections import deque
 from io import BytesIO
 from typing import Any
 
@@ -22,17 +23,16 @@ from pydicom.filereader import read_dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
 from pynetdicom._globals import ALL_TRANSFER_SYNTAXES
-from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.sop_class import Verification
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from pacslabel.db import create_db_engine, make_sessionmaker, session_scope
+from pacslabel.db import create_db_engine, make_sessionmaker
 from pacslabel.ingest import dimse_status as status
 from pacslabel.ingest import queue
 from pacslabel.ingest.recovery import lock_spool, recover_spool
 from pacslabel.ingest.routing import RoutingTable, check_for_production, load_routing
-from pacslabel.ingest.spool import Spool
+from pacslabel.ingest.spool import Spool, part10_header
 from pacslabel.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,6 @@ REQUIRED_STORAGE_CLASSES = (
 )
 # Association rejection: permanent, by the service user, "calling AE title not recognised" (PS3.8 9.3.4).
 REJECT_PERMANENT, REJECT_SOURCE_USER, REJECT_CALLING_AE = 0x01, 0x01, 0x03
-_PREAMBLE = b"\x00" * 128 + b"DICM"
 _LAST_HEADER_TAG = 0x00080018  # SOP Instance UID: everything we peek at comes before it
 
 
@@ -108,6 +107,9 @@ class StorageSCP:
         self.min_free_bytes = settings.scp_min_free_bytes
         self.ae = self._build_ae()
         self._server: Any = None
+        # Idle queue connections, reused across C-STOREs and associations: a pool checkout (and, on PostgreSQL,
+        # its pre-ping round trip) per instance is time the sender waits. deque.append/pop are thread-safe.
+        self._idle: deque[Connection] = deque()
 
     def _build_ae(self) -> AE:
         quiet_pynetdicom_identifiers()
@@ -139,6 +141,8 @@ class StorageSCP:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+        while self._idle:
+            self._idle.pop().close()
         self.spool.close()
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # releases the spool lock
@@ -189,20 +193,19 @@ class StorageSCP:
 
         calling = str(event.assoc.requestor.ae_title).strip()
         called = str(event.assoc.requestor.primitive.called_ae_title).strip()
-        meta = encode_file_meta(event.file_meta)
+        header = part10_header(sop_class, sop_uid, event.context.transfer_syntax)
         try:
             with stream.getbuffer() as view:
-                spooled = self.spool.write((_PREAMBLE, meta, view), calling, called)
+                spooled = self.spool.write((header, view), calling, called)
         except OSError as exc:
             logger.error("C-STORE refused: spool write failed (%s)", exc.strerror or type(exc).__name__)
             return status.with_comment(status.OUT_OF_RESOURCES, "spool write failed")
         try:
-            with session_scope(self.factory) as session:
-                item_id = queue.enqueue(
-                    session, spool_name=spooled.name, sop_class_uid=sop_class,
-                    sop_uid_hmac=queue.sop_uid_digest(self.key, sop_uid), calling_ae=calling, called_ae=called,
-                    source_host=event.assoc.requestor.address, route=self.routing.route_for(calling, called),
-                    size_bytes=spooled.size)
+            item_id = self._enqueue(
+                spool_name=spooled.name, sop_class_uid=sop_class,
+                sop_uid_hmac=queue.sop_uid_digest(self.key, sop_uid), calling_ae=calling, called_ae=called,
+                source_host=event.assoc.requestor.address, route=self.routing.route_for(calling, called),
+                size_bytes=spooled.size)
         except SQLAlchemyError as exc:
             # Not acknowledged, so not kept: the sender keeps its copy and retries.
             self.spool.remove(spooled.name)
@@ -210,6 +213,21 @@ class StorageSCP:
             return status.with_comment(status.QUEUE_UNAVAILABLE, "queue database unavailable")
         logger.debug("queued ingest item %d", item_id)
         return status.SUCCESS
+
+    def _enqueue(self, **values: Any) -> int:
+        """Insert and commit one queue row on an idle connection (a new one if none is idle)."""
+        try:
+            conn = self._idle.pop()
+        except IndexError:
+            conn = self.engine.connect()
+        try:
+            with conn.begin():
+                item_id = queue.enqueue(conn, **values)
+        except BaseException:
+            conn.close()  # not reused: it may be broken (database restarted, disk error)
+            raise
+        self._idle.append(conn)
+        return item_id
 
 
 def run(settings: Settings) -> None:
