@@ -69,7 +69,8 @@ def _domain_routers() -> list[APIRouter]:
     from pacslabel.dicomweb.stow import stow_router
     from pacslabel.ingest.routes import router as ingest_router
     from pacslabel.projects.routes import router as projects_router
+    from pacslabel.review.routes import router as review_router
     from pacslabel.tasks.routes import router as tasks_router
 
     return [ingest_router, projects_router, tasks_router, annotations_router, stow_router,
-            dicomweb_router]
+            dicomweb_router, review_router]
