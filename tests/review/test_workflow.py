@@ -33,6 +33,7 @@ from pacslabel.tasks import service as task_service
 from pacslabel.tasks.models import Task
 from pacslabel.users import service as user_service
 from pacslabel.users.models import User
+from tests.annotations.conftest import dciodvfy_errors
 from tests.annotations.test_versions_env import _store_study, build_app, protocol
 from tests.fixtures.orthanc import RunningOrthanc
 from tests.projects.helpers import apply_dict, project_dict
@@ -150,7 +151,7 @@ def numpy_dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
-def test_reject_fix_approve_consensus_and_one_arbitration_task(review_env: ReviewEnv) -> None:
+def test_reject_fix_approve_consensus_and_one_arbitration_task(review_env: ReviewEnv, tmp_path: Path) -> None:
     env = review_env
     known = masks()
     v1 = save_and_submit(env, "reader1", known["reader1"])
@@ -238,6 +239,7 @@ def test_reject_fix_approve_consensus_and_one_arbitration_task(review_env: Revie
     for label in (1, 3):
         vote[(stacked == label).sum(axis=0) >= 2] = label
     np.testing.assert_array_equal(read_label_array(seg, env.source), vote)
+    assert dciodvfy_errors(seg, tmp_path) == []
 
     # Finishing the item again (a retry, a second approval racing) changes nothing: one consensus, one
     # arbitration task, one final label.
