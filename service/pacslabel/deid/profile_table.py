@@ -88,28 +88,26 @@ def load_rows() -> tuple[ProfileRow, ...]:
     return tuple(rows)
 
 
+# DeidOptions field -> the Table E.1-1 column it switches on.
+_OPTION_COLUMNS = {
+    "retain_device_identity": "rtnDevIdOpt",
+    "retain_institution_identity": "rtnInstIdOpt",
+    "retain_patient_characteristics": "rtnPatCharsOpt",
+    "retain_uids": "rtnUIDsOpt",
+    "retain_safe_private": "rtnSafePrivOpt",
+    "clean_descriptors": "cleanDescOpt",
+    "clean_graphics": "cleanGraphOpt",
+    "clean_structured_content": "cleanStructContOpt",
+}
+
+
 def _enabled_columns(options: DeidOptions) -> set[str]:
-    enabled = set()
-    if options.retain_device_identity:
-        enabled.add("rtnDevIdOpt")
-    if options.retain_institution_identity:
-        enabled.add("rtnInstIdOpt")
-    if options.retain_patient_characteristics:
-        enabled.add("rtnPatCharsOpt")
-    if options.retain_uids:
-        enabled.add("rtnUIDsOpt")
-    if options.retain_safe_private:
-        enabled.add("rtnSafePrivOpt")
+    enabled = {column for field, column in _OPTION_COLUMNS.items() if getattr(options, field)}
+    # Full dates and modified dates act on the same rows; full dates win when both are asked for.
     if options.retain_longitudinal_full_dates:
         enabled.add("rtnLongFullDatesOpt")
     elif options.retain_longitudinal_modified_dates:
         enabled.add("rtnLongModifDatesOpt")
-    if options.clean_descriptors:
-        enabled.add("cleanDescOpt")
-    if options.clean_graphics:
-        enabled.add("cleanGraphOpt")
-    if options.clean_structured_content:
-        enabled.add("cleanStructContOpt")
     return enabled
 
 
