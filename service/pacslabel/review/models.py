@@ -53,6 +53,7 @@ class ConsensusResult(Base):
     pairs: Mapped[list[dict[str, object]]] = mapped_column(JSON)
     inputs: Mapped[list[int]] = mapped_column(JSON)  # annotation_versions ids, sorted
     sop_instance_uid: Mapped[str | None] = mapped_column(String(64))  # the consensus SEG in Orthanc
+    series_instance_uid: Mapped[str | None] = mapped_column(String(64))  # its series (one SEG per series)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -161,19 +161,20 @@ def compute_consensus(session: Session, orthanc: OrthancClient, item: ProjectIte
     # No label drawn by anyone: the readers agree (on nothing).
     min_dice = min((float(p.dice) for p in pairs), default=1.0)
     consensus = majority_vote(reads)
-    sop_uid = _store_consensus_seg(orthanc, consensus.labels, source, protocol) if protocol else None
+    stored = _store_consensus_seg(orthanc, consensus.labels, source, protocol) if protocol else None
+    series_uid, sop_uid = stored if stored else (None, None)
     row = repository.add_consensus(session, ConsensusResult(
         item_id=item.id, method=consensus.method, mean_dice=mean_dice, min_dice=min_dice, inputs=inputs,
         pairs=[{"label": p.label, "a": int(p.reader_a), "b": int(p.reader_b), "dice": float(p.dice),
                 "hd95_mm": _finite(p.hd95_mm)} for p in pairs],
-        sop_instance_uid=sop_uid, created_at=utcnow()))
+        sop_instance_uid=sop_uid, series_instance_uid=series_uid, created_at=utcnow()))
     record(session, actor.username, "review_consensus", "project_item", item.id, consensus_id=row.id,
            inputs=inputs, min_dice=min_dice, sop_instance_uid=sop_uid)
     return row
 
 
 def _store_consensus_seg(orthanc: OrthancClient, labels: np.ndarray, source: SourceSeries,
-                         protocol: list[ProtocolLabel]) -> str | None:
+                         protocol: list[ProtocolLabel]) -> tuple[str, str] | None:
     if not np.any(labels):
         return None  # an empty consensus (readers agree there is nothing) is not a SEG
     specs = [SegmentSpec(number, label.name, label.category, label.type, label.color)
@@ -184,7 +185,7 @@ def _store_consensus_seg(orthanc: OrthancClient, labels: np.ndarray, source: Sou
     response = orthanc.store_instances([seg])
     if response.get("FailedSOPSequence"):
         raise OrthancError(f"Orthanc refused the consensus SEG {seg.SOPInstanceUID}")
-    return str(seg.SOPInstanceUID)
+    return str(seg.SeriesInstanceUID), str(seg.SOPInstanceUID)
 
 
 # --- finishing an item --------------------------------------------------------------------------------------
