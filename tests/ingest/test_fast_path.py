@@ -143,3 +143,38 @@ def test_worker_start_removes_files_of_done_rows_but_never_files_without_a_row(
     finally:
         store.close()
         engine.dispose()
+
+
+def test_running_worker_sweeps_files_of_items_done_after_it_started(make_settings: Callable[..., Settings]) -> None:
+    import threading
+    import time
+
+    from pacslabel.ingest.worker import Worker, WorkerOptions
+
+    settings = make_settings()
+    store = Spool(settings.spool_dir)
+    engine = create_db_engine(settings.effective_database_url)
+    factory = make_sessionmaker(engine)
+    # No item is ever queued, so the worker never talks to Orthanc: a placeholder client is enough.
+    worker = Worker(settings, engine=engine, client=object(), options=WorkerOptions(sweep_interval_s=0.2))
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run_forever, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.3)  # the start-up sweep has run; this file arrives later
+        done = store.write([b"x"], "CT1", "P")
+        with session_scope(factory) as session:
+            item_id = queue.enqueue(session, spool_name=done.name, sop_class_uid="1.2", sop_uid_hmac="0" * 64,
+                                    calling_ae="CT1", called_ae="P", source_host=None, route="default",
+                                    size_bytes=1)
+            session.get_one(IngestItem, item_id).status = ItemStatus.DONE
+        deadline = time.monotonic() + 5
+        while done.path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not done.path.exists()
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        worker.close()
+        store.close()
+        engine.dispose()

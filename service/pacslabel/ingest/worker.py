@@ -53,6 +53,9 @@ class WorkerOptions:
     backoff_start_s: float = 0.5
     backoff_cap_s: float = DEFAULT_BACKOFF_CAP_S
     idle_poll_s: float = 0.05  # an empty poll is one read (queue.claim), so polling often is cheap
+    # Housekeeping while running, not only at start: a worker killed between its commit and its unlinks
+    # leaves done files behind, and the spool must never grow without bound.
+    sweep_interval_s: float = 300.0
 
 
 class _Retry(Exception):
@@ -66,8 +69,9 @@ class _Poison(Exception):
 def make_deidentifier_factory(settings: Settings, routing: RoutingTable) -> Callable[[str], tuple[Any, str]]:
     """route → (Deidentifier, burned-in text policy): the issue's default profile and "clean" unless the routes
     file names options for the route (`deid: {retain_device_identity: true, burned_in_text: quarantine}`)."""
+    from pacslabel.deid import BURNED_IN_POLICIES as POLICIES
+    from pacslabel.deid import DEFAULT_BURNED_IN_POLICY as DEFAULT_POLICY
     from pacslabel.deid import Deidentifier, DeidOptions
-    from pacslabel.ingest.pixel_step import DEFAULT_POLICY, POLICIES
 
     key = settings.secret("pseudonym_key").encode()
     cache: dict[str, tuple[Any, str]] = {}
@@ -119,7 +123,11 @@ class Worker:
 
     # --- loop ------------------------------------------------------------------------------------------
 
-    def run_forever(self, stop: threading.Event) -> None:
+    def sweep(self) -> tuple[int, int]:
+        """Re-queue the items of dead workers on this host and remove spool files of done items.
+
+        Returns (re-queued, removed). Safe while the SCP and other workers run (see `remove_done_files`).
+        """
         with session_scope(self.factory) as session:
             released = queue.release_dead_owners(session)
         if released:
@@ -128,7 +136,18 @@ class Worker:
         if removed:
             logger.info("removed %d spool files of items already done (a worker died before deleting them)",
                         removed)
+        return released, removed
+
+    def run_forever(self, stop: threading.Event) -> None:
+        self.sweep()
+        next_sweep = time.monotonic() + self.options.sweep_interval_s
         while not stop.is_set():
+            if time.monotonic() >= next_sweep:
+                try:
+                    self.sweep()
+                except SQLAlchemyError as exc:
+                    logger.error("spool sweep skipped: database error (%s)", type(exc).__name__)
+                next_sweep = time.monotonic() + self.options.sweep_interval_s
             try:
                 worked = self.run_once()
             except SQLAlchemyError as exc:
@@ -196,8 +215,7 @@ class Worker:
     # --- one item --------------------------------------------------------------------------------------
 
     def _process(self, item: ClaimedItem) -> LandedInstance | None:
-        from pacslabel.deid import DeidentificationError
-        from pacslabel.ingest.pixel_step import apply_burned_in_policy
+        from pacslabel.deid import DeidentificationError, apply_burned_in_policy
         from pacslabel.orthanc.client import OrthancError, OrthancUnavailable
 
         path = self.spool.path(item.spool_name)
