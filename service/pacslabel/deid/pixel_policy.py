@@ -1,4 +1,4 @@
-"""The burned-in text step, run by the worker on the de-identified instance before it is forwarded.
+"""The burned-in text policy, applied by the ingest worker to the de-identified instance before it is forwarded.
 
 The header engine (`Deidentifier.deidentify_bytes`) does not touch pixels; this applies the route's policy
 (`clean` by default, `quarantine`, or `off`) with `pacslabel.deid.burned_in_text` to instances at risk, records
@@ -14,15 +14,15 @@ from typing import Literal
 
 from pydicom import dcmread
 
-from pacslabel.deid import DeidentifiedInstance, add_deidentification_method_code
 from pacslabel.deid.burned_in_text import clean_burned_in_text, is_at_risk
-from pacslabel.deid.catalog_fields import catalog_attributes
+from pacslabel.deid.catalog_fields import DeidentifiedInstance, catalog_attributes
+from pacslabel.deid.method_record import add_deidentification_method_code
 from pacslabel.deid.options import CLEAN_PIXEL_DATA
 from pacslabel.deid.part10 import transfer_syntax_of, write_part10
 
 BurnedInPolicy = Literal["clean", "quarantine", "off"]
-POLICIES: tuple[BurnedInPolicy, ...] = ("clean", "quarantine", "off")
-DEFAULT_POLICY: BurnedInPolicy = "clean"
+BURNED_IN_POLICIES: tuple[BurnedInPolicy, ...] = ("clean", "quarantine", "off")
+DEFAULT_BURNED_IN_POLICY: BurnedInPolicy = "clean"
 _NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2"}
 
 
