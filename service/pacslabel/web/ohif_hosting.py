@@ -3,6 +3,9 @@
 The dist is built with PUBLIC_URL=/ baked into index.html, seven webpack runtimes and the CSS; no runtime
 setting moves the assets (see the OHIF integration notes, section 3). We therefore patch a copy once to
 /ohif/ and serve that, with an SPA fallback for deep links and an app-config generated per user.
+
+The same copy also gets one bug fix (`_SCRIPT_DIR_FALLBACK`): without it about one reload in four leaves OHIF
+blank in the same window.
 """
 
 from __future__ import annotations
@@ -28,6 +31,21 @@ OHIF_PREFIX = "/ohif"
 DICOMWEB_ROOT = "/dicomweb"
 _PATCH_MARK = ".pacslabel-patched"
 _WEBPACK_PUBLIC_PATH = re.compile(r'__webpack_require__\.p = "/";')
+# onnxruntime-web's emscripten loaders (chunk 7431, pulled in by @cornerstonejs/ai, which the cornerstone
+# extension imports at start-up) find their own URL with
+#     e = document.currentScript ? document.currentScript.src : void 0; typeof __filename<"u" && (e = e||__filename)
+# OHIF's webpack build folded `typeof __filename < "u"` to `true` (node polyfill), so when the module is evaluated
+# while no <script> is executing, `__filename` throws a ReferenceError, the extension import rejects and OHIF
+# never mounts (blank page, no window.services). That happens when the last piece of the start-up
+# `Promise.all([__webpack_require__.e(...)])` to arrive is a CSS chunk (its <link> load event resumes the
+# await, currentScript = null) rather than a JS chunk (microtasks then run inside that script, currentScript set):
+# on a reload the hashed JS chunks come from the memory cache and the unhashed CSS chunks are revalidated over
+# the network, so the CSS often finishes last. Restoring the guard lets `e` stay undefined there, which is what
+# the unbundled library does in a browser.
+_SCRIPT_DIR_FALLBACK = re.compile(r"(?<=return)(\s+)true&&\(e=e\|\|__filename\)")
+_SCRIPT_DIR_FALLBACK_FIXED = r'\1typeof __filename<"u"&&(e=e||__filename)'
+# Part of the prepared copy's name: a new patch set yields a new copy instead of reusing an old one.
+_PATCH_VERSION = "3"
 
 router = APIRouter(include_in_schema=False)
 
@@ -42,7 +60,7 @@ def prepare_ohif_dist(source: Path, target_root: Path, prefix: str = OHIF_PREFIX
     index = source / "index.html"
     if not index.is_file():
         raise NotFound(f"the OHIF viewer is not installed ({index} missing); run scripts/setup.sh")
-    digest = hashlib.sha256(index.read_bytes() + prefix.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(index.read_bytes() + prefix.encode() + _PATCH_VERSION.encode()).hexdigest()[:16]
     target = target_root / f"ohif-{digest}"
     if (target / _PATCH_MARK).exists():
         return target
@@ -54,11 +72,17 @@ def prepare_ohif_dist(source: Path, target_root: Path, prefix: str = OHIF_PREFIX
     html = re.sub(r'(src|href|content)="/(?!/)', rf'\1="{base}', html)
     html = html.replace("window.PUBLIC_URL = '/'", f"window.PUBLIC_URL = '{base}'")
     (tmp / "index.html").write_text(html)
+    script_dir_fixes = 0
     for script in tmp.glob("*.js"):
         text = script.read_text(errors="surrogateescape")
         patched = _WEBPACK_PUBLIC_PATH.sub(f'__webpack_require__.p = "{base}";', text)
+        patched, fixes = _SCRIPT_DIR_FALLBACK.subn(_SCRIPT_DIR_FALLBACK_FIXED, patched)
+        script_dir_fixes += fixes
         if patched != text:
             script.write_text(patched, errors="surrogateescape")
+    if not script_dir_fixes:
+        # A newer dist may have fixed it upstream; say so instead of failing (the reload test would show it).
+        logger.warning("OHIF dist: no unguarded __filename fallback found to fix (onnxruntime-web changed?)")
     for css in tmp.glob("*.css"):
         css.write_text(css.read_text().replace("url(/", f"url({base}"))
     (tmp / _PATCH_MARK).write_text(digest)
