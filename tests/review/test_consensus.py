@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pacslabel.review import consensus as consensus_module
 from pacslabel.review import majority_vote, staple
 
 SHAPE = (16, 40, 40)
@@ -156,3 +157,69 @@ def test_bad_input_is_refused() -> None:
         majority_vote({"a": truth, "b": truth}, weights={"a": 1.0})
     with pytest.raises(ValueError, match="shape"):
         staple({"a": truth, "b": truth[:-1]})
+
+
+def _voxelwise_majority(reads: dict[str, np.ndarray], labels: list[int]) -> np.ndarray:
+    stack = np.stack(list(reads.values()))
+    expected = np.zeros(stack.shape[1:], dtype=stack.dtype)
+    for label in labels:
+        expected[(stack == label).sum(axis=0) * 2 > len(reads)] = label
+    return expected
+
+
+@pytest.mark.parametrize(
+    ("readers", "values"),
+    [
+        (5, [1, 2, 3]),  # label values are the pattern digits (one table of 4^5 codes)
+        (3, [5, 200]),  # too many raw codes (201^3): class indices through a lookup table
+        (12, [1, 2, 3]),  # too many codes even for class indices (4^12): sorted with np.unique
+    ],
+)
+def test_every_way_of_coding_vote_patterns_gives_the_same_consensus(
+    readers: int, values: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(readers)
+    truth = np.select([_truth() == 1, _truth() == 2, _truth() == 3], [values[0], values[-1], values[0]], 0)
+    reads = {}
+    for r in range(readers):
+        noisy = truth.astype(np.uint8)
+        flips = rng.random(SHAPE) < 0.6 / readers  # few distinct patterns keep the EM of 12 readers short
+        noisy[flips] = rng.choice([0, *values], int(flips.sum()))
+        reads[f"r{r}"] = noisy
+    majority, consensus = majority_vote(reads), staple(reads, region="volume")
+    np.testing.assert_array_equal(majority.labels, _voxelwise_majority(reads, values))
+    assert consensus.staple_sensitivity is not None and set(consensus.staple_sensitivity["r0"]) == set(values)
+
+    # The plain path: every pattern code sorted with np.unique, no tables.
+    monkeypatch.setattr(consensus_module, "_RAW_CODES", 1)
+    plain = staple(reads, region="volume")
+    np.testing.assert_array_equal(majority_vote(reads).labels, majority.labels)
+    np.testing.assert_array_equal(plain.labels, consensus.labels)
+    assert (plain.iterations, plain.prior) == (consensus.iterations, consensus.prior)
+    assert plain.staple_sensitivity == consensus.staple_sensitivity
+    assert plain.staple_specificity == consensus.staple_specificity
+
+
+def test_staple_over_the_whole_volume_counts_every_background_voxel_outside_the_box() -> None:
+    truth = _truth()
+    padded = np.zeros((40, 60, 60), dtype=np.uint8)
+    padded[10:26, 10:50, 10:50] = truth
+    other = padded.copy()
+    other[padded == 3] = 0
+    reads = {"a": padded, "b": other, "c": padded.copy()}
+    whole = staple(reads, region="volume")
+    assert whole.prior is not None
+    # Warfield's prior: the mean fraction of each label over the readers, here over the whole grid.
+    for label in (1, 2, 3):
+        mean_fraction = np.mean([np.mean(r == label) for r in reads.values()])
+        assert whole.prior[label] == pytest.approx(mean_fraction, rel=1e-12)
+    np.testing.assert_array_equal(whole.labels, majority_vote(reads).labels)
+
+
+def test_negative_label_values_are_refused() -> None:
+    reads = {"a": np.zeros((3, 4, 5), np.int16), "b": np.zeros((3, 4, 5), np.int16)}
+    reads["b"][1, 1, 1] = -1
+    reads["a"][1, 1, 2] = 1
+    for method in (majority_vote, staple):
+        with pytest.raises(ValueError, match="negative"):
+            method(reads)

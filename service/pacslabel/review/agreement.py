@@ -15,11 +15,10 @@ col) in mm. The conventions (shared with MONAI's ``compute_hausdorff_distance`` 
 * exactly one mask empty: Dice 0.0 and HD95 ``inf`` (there is no surface to measure to; ``inf`` rather than
   NaN so that a threshold test ``hd95 <= limit`` fails, as it should).
 
-Distances are not computed with a distance transform of the whole box: on a 512x512x300 CT that costs about
-0.2 microseconds per voxel per reader and label, far beyond the 2 s budget. Instead the nearest surface voxel
-is looked up at integer offsets sorted by their length in mm (exact up to a radius of about 10 mm), and the
-few points farther away go to a k-d tree of the other surface. Both give exactly the EDT's values; a test
-checks it against ``distance_transform_edt`` and against a brute-force ``cdist``.
+Distances are not computed with a distance transform of the whole box (about 0.25 microseconds per voxel per
+reader and label with scipy, far beyond the 2 s budget of 5 readers on a 512x512x300 CT): see
+:mod:`pacslabel.review.surface_distance` for the exact method used instead. Tests check it against scipy's
+``distance_transform_edt`` and a brute-force ``cdist``.
 """
 
 from __future__ import annotations
@@ -30,10 +29,10 @@ import os
 from collections.abc import Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
-from scipy.spatial import cKDTree
+
+from pacslabel.review.surface_distance import LabelSurfaces, foreground_bounding_box
 
 __all__ = [
     "LabelAgreement",
@@ -54,11 +53,9 @@ __all__ = [
 
 Spacing = tuple[float, float, float]
 
-# The offset table holds about this many voxels (a ball of ~10 mm for CT spacings); farther points use a
-# k-d tree. Larger tables cost more per unresolved point; smaller ones send more points to the tree.
-_OFFSET_BALL_VOXELS = 4000
-# Elements gathered per step of the offset search (points x offsets): bounds the temporary index array.
-_GATHER_BUDGET = 1 << 21
+# Label values up to this are looked for one by one (a comparison per value and read, whose masks are needed
+# anyway); above it a histogram or np.unique finds them.
+_SCAN_LABELS_UP_TO = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +79,7 @@ class PairwiseAgreement:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Volumes: validation and bounding boxes
+# Volumes: validation and label values
 
 
 def _check_spacing(spacing: Sequence[float], ndim: int) -> Spacing:
@@ -106,35 +103,6 @@ def _check_same_grid(arrays: Sequence[np.ndarray], names: Sequence[str]) -> tupl
     return shape
 
 
-def foreground_bounding_box(arrays: Sequence[np.ndarray], margin: int = 0) -> tuple[slice, ...] | None:
-    """The bounding box of the non-zero voxels of all ``arrays`` (one grid), grown by ``margin`` voxels.
-
-    Returns a tuple of slices clipped to the grid, or None when every array is all zero. One pass over the
-    slices first, then only the occupied slab is scanned for rows and columns, so the cost on a mostly empty
-    512x512x300 volume is a few milliseconds per array.
-    """
-    if not arrays:
-        return None
-    shape = arrays[0].shape
-    box: list[slice] = []
-    views = list(arrays)
-    for axis in range(len(shape)):
-        other = tuple(a for a in range(len(shape)) if a != axis)
-        occupied = np.zeros(shape[axis], dtype=bool)
-        for view in views:
-            occupied |= np.any(view, axis=other)
-        hits = np.flatnonzero(occupied)
-        if hits.size == 0:
-            return None
-        lo, hi = int(hits[0]), int(hits[-1]) + 1
-        box.append(slice(max(lo - margin, 0), min(hi + margin, shape[axis])))
-        # Narrow the later scans to the slab found so far (the margin is added back at the end).
-        index = [slice(None)] * len(shape)
-        index[axis] = slice(lo, hi)
-        views = [view[tuple(index)] for view in views]
-    return tuple(box)
-
-
 def distinct_values(array: np.ndarray) -> set[int]:
     """The distinct values of an integer array; a histogram for uint8/uint16 (np.unique sorts: ~10x slower)."""
     if array.size == 0:
@@ -149,136 +117,29 @@ def distinct_values(array: np.ndarray) -> set[int]:
     return {int(v) for v in np.unique(array)}
 
 
-def _labels_present(arrays: Sequence[np.ndarray]) -> list[int]:
-    box = foreground_bounding_box(arrays)
-    if box is None:
-        return []
+def _candidate_labels(crops: Sequence[np.ndarray]) -> tuple[list[int], bool]:
+    """Label values that may occur in ``crops``, and whether each still has to be checked for presence.
+
+    Raises ValueError for negative values. Small label ranges are returned whole (their masks, computed
+    anyway, tell which are present); larger ones go through :func:`distinct_values`.
+    """
+    if not crops or crops[0].size == 0:
+        return [], False
+    for crop in crops:
+        if np.issubdtype(crop.dtype, np.signedinteger) and int(crop.min()) < 0:
+            raise ValueError("label arrays must not hold negative values")
+    top = max(int(crop.max()) for crop in crops)
+    if top <= _SCAN_LABELS_UP_TO:
+        return list(range(1, top + 1)), True
     present: set[int] = set()
-    for array in arrays:
-        present |= distinct_values(array[box])
+    for crop in crops:
+        present |= distinct_values(crop)
     present.discard(0)
-    if any(v < 0 for v in present):
-        raise ValueError("label arrays must not hold negative values")
-    return sorted(present)
+    return sorted(present), False
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Surfaces and surface distances
-
-
-def _surface(mask: np.ndarray) -> np.ndarray:
-    """``mask ^ binary_erosion(mask)`` (6-neighbourhood, border_value=0), by slicing: ~10x faster than scipy."""
-    interior = np.zeros_like(mask)
-    core = (slice(1, -1),) * mask.ndim
-    inner = mask[core].copy()
-    for axis in range(mask.ndim):
-        for lo, hi in ((0, -2), (2, None)):
-            index = list(core)
-            index[axis] = slice(lo, hi)
-            inner &= mask[tuple(index)]
-    interior[core] = inner
-    return mask & ~interior
-
-
-@dataclass(frozen=True, slots=True)
-class _OffsetTable:
-    """Integer offsets within ``radius_mm``, sorted by length in mm; ``reach`` is the per-axis extent."""
-
-    offsets: np.ndarray  # (n, 3) int64
-    lengths: np.ndarray  # (n,) float64, ascending
-    radius_mm: float
-    reach: tuple[int, int, int]
-
-
-@lru_cache(maxsize=32)
-def _offset_table(spacing: Spacing) -> _OffsetTable:
-    voxel_volume = spacing[0] * spacing[1] * spacing[2]
-    radius = (_OFFSET_BALL_VOXELS * voxel_volume * 3.0 / (4.0 * math.pi)) ** (1.0 / 3.0)
-    radius = max(radius, max(spacing))  # at least the face neighbours along every axis
-    reach = tuple(int(math.floor(radius / s)) for s in spacing)
-    grids = np.meshgrid(*(np.arange(-r, r + 1) for r in reach), indexing="ij")
-    offsets = np.stack([g.ravel() for g in grids], axis=1).astype(np.int64)
-    # Same arithmetic as the k-d tree and the EDT (sum of squared mm, then sqrt) so that values agree exactly.
-    lengths = np.sqrt(((offsets * np.asarray(spacing)) ** 2).sum(axis=1))
-    keep = lengths <= radius
-    order = np.argsort(lengths[keep], kind="stable")
-    return _OffsetTable(offsets[keep][order], lengths[keep][order], radius, reach)  # type: ignore[arg-type]
-
-
-class _SurfaceFrame:
-    """Surfaces of several masks of one label in a common zero-padded frame, ready for distance queries.
-
-    The frame is the bounding box of the masks padded by the offset table's reach, so that every flat offset
-    stays inside the frame and never wraps into a neighbouring row or slice.
-    """
-
-    def __init__(self, masks: Sequence[np.ndarray], spacing: Spacing) -> None:
-        self.spacing = spacing
-        self.table = _offset_table(spacing)
-        box = foreground_bounding_box(masks)
-        self.counts = [int(np.count_nonzero(m)) for m in masks]
-        self.surfaces: list[np.ndarray] = []  # flattened boolean surface in the frame
-        self.points: list[np.ndarray] = []  # flat frame indices of the surface voxels
-        self._trees: dict[int, cKDTree] = {}
-        if box is None:
-            self.shape: tuple[int, ...] = (0, 0, 0)
-            return
-        pad = [max(r, 1) for r in self.table.reach]
-        inner = tuple(b.stop - b.start for b in box)
-        self.shape = tuple(n + 2 * p for n, p in zip(inner, pad, strict=True))
-        place = tuple(slice(p, p + n) for p, n in zip(pad, inner, strict=True))
-        strides = np.array([self.shape[1] * self.shape[2], self.shape[2], 1], dtype=np.int64)
-        self.flat_offsets = self.table.offsets @ strides
-        for mask in masks:
-            framed = np.zeros(self.shape, dtype=bool)
-            framed[place] = mask[box]
-            surface = _surface(framed).ravel()
-            self.surfaces.append(surface)
-            self.points.append(np.flatnonzero(surface))
-
-    def _tree(self, target: int) -> cKDTree:
-        if target not in self._trees:
-            coordinates = np.stack(np.unravel_index(self.points[target], self.shape), axis=1) * np.asarray(self.spacing)
-            self._trees[target] = cKDTree(coordinates)
-        return self._trees[target]
-
-    def directed(self, source: int, target: int) -> np.ndarray:
-        """Distance (mm) from each surface voxel of ``source`` to the nearest surface voxel of ``target``."""
-        pending = self.points[source]
-        surface = self.surfaces[target]
-        result = np.empty(pending.size, dtype=np.float64)
-        where = np.arange(pending.size)
-        start = 0
-        total = self.flat_offsets.size
-        while pending.size and start < total:
-            # Offsets are sorted by length: the first hit in a step is the nearest one, and every later step
-            # only holds offsets that are at least as long, so resolved points are final.
-            step = max(1, min(total - start, _GATHER_BUDGET // pending.size))
-            hit = surface[pending[:, None] + self.flat_offsets[None, start : start + step]]
-            found = hit.any(axis=1)
-            if found.any():
-                first = hit[found].argmax(axis=1)
-                result[where[found]] = self.table.lengths[start + first]
-                pending, where = pending[~found], where[~found]
-            start += step
-        if pending.size:  # farther than the table's radius: exact nearest neighbour from a k-d tree
-            coordinates = np.stack(np.unravel_index(pending, self.shape), axis=1) * np.asarray(self.spacing)
-            result[where] = self._tree(target).query(coordinates)[0]
-        return result
-
-    def dice(self, a: int, b: int, intersection: int) -> float:
-        total = self.counts[a] + self.counts[b]
-        return 1.0 if total == 0 else 2.0 * intersection / total
-
-    def hd(self, a: int, b: int, percentile: float) -> float:
-        empty_a, empty_b = self.counts[a] == 0, self.counts[b] == 0
-        if empty_a and empty_b:
-            return 0.0
-        if empty_a or empty_b:
-            return math.inf
-        forward = float(np.percentile(self.directed(a, b), percentile))
-        backward = float(np.percentile(self.directed(b, a), percentile))
-        return max(forward, backward)
+# Pairs of masks
 
 
 def _binary(mask: np.ndarray) -> np.ndarray:
@@ -302,15 +163,15 @@ def surface_distances(a: np.ndarray, b: np.ndarray, spacing: Sequence[float]) ->
     """
     a, b = _binary(np.asarray(a)), _binary(np.asarray(b))
     _check_same_grid([a, b], ["a", "b"])
-    frame = _SurfaceFrame([a, b], _check_spacing(spacing, a.ndim))
-    if not frame.surfaces:
+    surfaces = LabelSurfaces([a, b], _check_spacing(spacing, a.ndim))
+    if not surfaces.points:
         return np.empty(0), np.empty(0)
     out: list[np.ndarray] = []
     for source, target in ((0, 1), (1, 0)):
-        if frame.counts[target] == 0:
-            out.append(np.full(frame.points[source].size, np.inf))
+        if surfaces.counts[target] == 0:
+            out.append(np.full(surfaces.points[source].size, np.inf))
         else:
-            out.append(frame.directed(source, target))
+            out.append(surfaces.directed(source, target))
     return out[0], out[1]
 
 
@@ -322,33 +183,51 @@ def hausdorff_distance_95(a: np.ndarray, b: np.ndarray, spacing: Sequence[float]
     """
     a, b = _binary(np.asarray(a)), _binary(np.asarray(b))
     _check_same_grid([a, b], ["a", "b"])
-    frame = _SurfaceFrame([a, b], _check_spacing(spacing, a.ndim))
-    return frame.hd(0, 1, percentile)
+    return LabelSurfaces([a, b], _check_spacing(spacing, a.ndim)).hd(0, 1, percentile)
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Segmentations: per label, per pair of readers
 
 
-def _label_frames(
-    arrays: Sequence[np.ndarray], spacing: Spacing, labels: Sequence[int]
-) -> list[tuple[int, _SurfaceFrame, list[np.ndarray]]]:
-    """For each label: its surface frame and the readers' masks cropped to the label's bounding box."""
-    box = foreground_bounding_box(arrays)
-    crops = [array[box] for array in arrays] if box is not None else []
-    frames = []
-    for label in labels:
-        masks = [crop == label for crop in crops]
-        frame = _SurfaceFrame(masks, spacing)
-        label_box = foreground_bounding_box(masks)
-        cropped = [m[label_box] for m in masks] if label_box is not None else []
-        frames.append((label, frame, cropped))
-    return frames
+def _label_pairs(
+    masks: list[np.ndarray], spacing: Spacing, pairs: list[tuple[int, int]], pool: ThreadPoolExecutor | None
+) -> list[tuple[float, float]]:
+    """(Dice, HD95) of every pair of readers for one label, from the readers' masks of that label."""
+    surfaces = LabelSurfaces(masks, spacing, mapper=pool.map if pool is not None else map)
+    if surfaces.box is None:  # nobody drew the label: the readers agree that it is absent
+        return [(1.0, 0.0)] * len(pairs)
+    dices = []
+    for i, j in pairs:
+        total = surfaces.counts[i] + surfaces.counts[j]
+        dices.append(2.0 * int(np.count_nonzero(surfaces.masks[i] & surfaces.masks[j])) / total)
 
+    # One job per target reader: its line field serves every pair with that reader, both directions of each
+    # pair are queried with the reader as target once, and the field is dropped when the job ends.
+    sources_of: dict[int, list[int]] = {}
+    for i, j in pairs:
+        if surfaces.counts[i] and surfaces.counts[j]:
+            sources_of.setdefault(j, []).append(i)
+            sources_of.setdefault(i, []).append(j)
 
-def _pair_values(frame: _SurfaceFrame, masks: list[np.ndarray], a: int, b: int) -> tuple[float, float]:
-    intersection = int(np.count_nonzero(masks[a] & masks[b])) if masks else 0
-    return frame.dice(a, b, intersection), frame.hd(a, b, 95.0)
+    def to_target(target: int) -> list[float]:
+        return surfaces.percentiles_to(target, sources_of[target], 95.0)
+
+    targets = list(sources_of)
+    values = list(pool.map(to_target, targets)) if pool is not None else [to_target(t) for t in targets]
+    percentile = {
+        (source, target): value
+        for target, row in zip(targets, values, strict=True)
+        for source, value in zip(sources_of[target], row, strict=True)
+    }
+    hds = []
+    for i, j in pairs:
+        empty_i, empty_j = surfaces.counts[i] == 0, surfaces.counts[j] == 0
+        if empty_i or empty_j:
+            hds.append(0.0 if empty_i and empty_j else math.inf)
+        else:
+            hds.append(max(percentile[(i, j)], percentile[(j, i)]))
+    return list(zip(dices, hds, strict=True))
 
 
 def pairwise_agreement(
@@ -370,7 +249,8 @@ def pairwise_agreement(
         The labels to report (e.g. every segment of the project's protocol, so that a label nobody drew is
         reported as agreement). Default: every non-zero value found in any read.
     workers
-        Threads for the pairs (numpy's gathers release the GIL); default: the number of CPUs.
+        Threads for the readers and pairs of one label (numpy's gathers release the GIL); default: the number
+        of CPUs.
 
     Returns
     -------
@@ -381,23 +261,35 @@ def pairwise_agreement(
     arrays = [np.asarray(reads[name]) for name in names]
     _check_same_grid(arrays, names)
     grid_spacing = _check_spacing(spacing, arrays[0].ndim)
-    wanted = list(labels) if labels is not None else _labels_present(arrays)
-    frames = _label_frames(arrays, grid_spacing, wanted)
-    jobs = [
-        (label, frame, masks, i, j)
-        for label, frame, masks in frames
-        for i, j in itertools.combinations(range(len(names)), 2)
-    ]
-    workers = workers or os.cpu_count() or 1
-    if workers > 1 and len(jobs) > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            values = list(pool.map(lambda job: _pair_values(job[1], job[2], job[3], job[4]), jobs))
+    box = foreground_bounding_box(arrays)
+    crops = [array[box] for array in arrays] if box is not None else []
+    if labels is not None:
+        wanted, check_presence = list(labels), False
     else:
-        values = [_pair_values(frame, masks, i, j) for _, frame, masks, i, j in jobs]
-    return [
-        PairwiseAgreement(label, names[i], names[j], dice_value, hd95)
-        for (label, _, _, i, j), (dice_value, hd95) in zip(jobs, values, strict=True)
-    ]
+        wanted, check_presence = _candidate_labels(crops)
+    pairs = list(itertools.combinations(range(len(names)), 2))
+    workers = workers or os.cpu_count() or 1
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 1 and len(names) > 1 else None
+    out: list[PairwiseAgreement] = []
+    try:
+        for label in wanted:
+            # Masks on the box of all labels; LabelSurfaces crops them to this label's own box.
+            masks = (
+                list(pool.map(np.equal, crops, [label] * len(crops)))
+                if pool is not None
+                else [c == label for c in crops]
+            )
+            if check_presence and not any(m.any() for m in masks):
+                continue
+            values = _label_pairs(masks, grid_spacing, pairs, pool) if masks else [(1.0, 0.0)] * len(pairs)
+            out += [
+                PairwiseAgreement(label, names[i], names[j], dice_value, hd95)
+                for (i, j), (dice_value, hd95) in zip(pairs, values, strict=True)
+            ]
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return out
 
 
 def label_agreement(

@@ -28,6 +28,8 @@ StapleRegion = Literal["bounding_box", "volume"]
 
 # Relative tolerance when comparing weighted vote shares with one half (weights are floats).
 _TIE_TOLERANCE = 1e-9
+# Pattern codes up to this many are counted with a table (np.bincount); more are sorted with np.unique.
+_RAW_CODES = 1 << 20
 # STAPLE's conditional probabilities never reach exactly 0 or 1: a log(0) would make a single reader's vote
 # veto a label for good.
 _THETA_FLOOR = 1e-10
@@ -76,7 +78,8 @@ class _VotePatterns:
     classes: np.ndarray  # (K,) label value of each class index; classes[0] == 0
     patterns: np.ndarray  # (P, R) class index each reader gave, one row per pattern that occurs
     counts: np.ndarray  # (P,) voxels with that pattern (within the region)
-    inverse: np.ndarray | None  # per-voxel pattern row, on the box (None when every read is empty)
+    code: np.ndarray | None  # per-voxel pattern code on the box (None when every read is empty)
+    row_of_code: np.ndarray | None  # pattern row of each code (None: `code` already holds the rows)
     box: tuple[slice, ...] | None
     shape: tuple[int, ...]
     dtype: np.dtype
@@ -84,9 +87,11 @@ class _VotePatterns:
     def paint(self, class_of_pattern: np.ndarray) -> np.ndarray:
         """A full label array from one class index per pattern (background outside the box)."""
         out = np.zeros(self.shape, dtype=self.dtype)
-        if self.box is not None and self.inverse is not None:
+        if self.box is not None and self.code is not None:
             values = self.classes[class_of_pattern].astype(self.dtype)
-            out[self.box] = values[self.inverse]
+            # One gather per voxel: label value per code (a small table), or per pattern row.
+            lookup = values if self.row_of_code is None else values[self.row_of_code]
+            out[self.box] = lookup[self.code]
         return out
 
 
@@ -104,6 +109,38 @@ def _check_reads(reads: Mapping[str, np.ndarray]) -> tuple[list[str], list[np.nd
     return names, arrays
 
 
+def _check_labels(present: Sequence[int], labels: Sequence[int] | None) -> list[int]:
+    wanted = sorted(set(labels)) if labels is not None else sorted(present)
+    if 0 in wanted or any(v < 0 for v in wanted):
+        raise ValueError("labels are the positive values; 0 is the background")
+    unknown = set(present) - set(wanted)
+    if unknown:
+        raise ValueError(f"reads hold label values {sorted(unknown)} that are not in labels={list(wanted)}")
+    return wanted
+
+
+def _horner(digits: Sequence[np.ndarray], base: int, dtype: type[np.unsignedinteger]) -> np.ndarray:
+    """Per-voxel code ``sum_j digit_j * base^(R-1-j)``: reader 0 is the most significant digit."""
+    code = digits[0].astype(dtype)
+    for digit in digits[1:]:
+        code *= dtype(base)
+        np.add(code, digit, out=code, casting="unsafe")
+    return code
+
+
+def _histogram(code: np.ndarray, size: int) -> np.ndarray:
+    """``np.bincount(code, minlength=size)``, counting only the non-zero codes.
+
+    Code 0 (every reader said background) is most of the box, and bincount converts its input to 64-bit
+    integers first: leaving code 0 out halves the time.
+    """
+    flat = code.ravel()
+    labelled = flat[flat != 0]
+    histogram = np.bincount(labelled, minlength=size)
+    histogram[0] += flat.size - labelled.size
+    return histogram
+
+
 def _vote_patterns(
     arrays: list[np.ndarray], labels: Sequence[int] | None, margin: int, region: StapleRegion
 ) -> _VotePatterns:
@@ -111,61 +148,77 @@ def _vote_patterns(
     dtype = np.result_type(*arrays) if arrays[0].dtype != np.bool_ else np.dtype(np.uint8)
     box = foreground_bounding_box(arrays, margin=margin)
     crops = [a[box] for a in arrays] if box is not None else []
-    present = sorted(set().union(*(distinct_values(c) for c in crops)) - {0})
-    if present and present[0] < 0:
-        raise ValueError("label arrays must not hold negative values")
-    wanted = sorted(set(labels)) if labels is not None else present
-    if 0 in wanted or any(v < 0 for v in wanted):
-        raise ValueError("labels are the positive values; 0 is the background")
-    unknown = set(present) - set(wanted)
-    if unknown:
-        raise ValueError(f"reads hold label values {sorted(unknown)} that are not in labels={list(wanted)}")
-    classes = np.array([0, *wanted], dtype=np.int64)
-    k, r = classes.size, len(arrays)
+    r = len(arrays)
     box_voxels = math.prod(b.stop - b.start for b in box) if box is not None else 0
     outside = math.prod(shape) - box_voxels if region == "volume" else 0
     if box is None:
+        classes = np.array([0, *_check_labels([], labels)], dtype=np.int64)
         patterns = np.zeros((1 if outside else 0, r), dtype=np.int64)
         counts = np.array([outside] if outside else [], dtype=np.int64)
-        return _VotePatterns(classes, patterns, counts, None, None, shape, dtype)
+        return _VotePatterns(classes, patterns, counts, None, None, None, shape, dtype)
 
-    # Class index per voxel: the label value itself when labels are 1..K-1 (the usual segment numbering),
-    # otherwise through a lookup table.
-    contiguous = classes.tolist() == list(range(k))
-    lookup = None
-    if not contiguous:
-        lookup = np.zeros(int(classes.max()) + 1, dtype=np.uint8 if k <= 256 else np.uint16)
-        lookup[classes] = np.arange(k)
-    radix = k**r
-    code_dtype = np.uint16 if radix <= 1 << 16 else np.uint32 if radix <= 1 << 32 else np.int64
-    code = np.zeros(crops[0].shape, dtype=code_dtype)
-    for j, crop in enumerate(crops):
-        index = crop if lookup is None else lookup[crop]
-        # Horner order: reader 0 is the most significant digit.
-        if j:
-            code *= code_dtype(k)
-        np.add(code, index, out=code, casting="unsafe")
-    if code_dtype is np.int64:  # too many combinations for a table: sort instead
-        present_codes, inverse, counts = np.unique(code.ravel(), return_inverse=True, return_counts=True)
-        inverse = inverse.reshape(code.shape)
-    else:
-        histogram = np.bincount(code.ravel(), minlength=radix)
+    for crop in crops:
+        if np.issubdtype(crop.dtype, np.signedinteger) and int(crop.min()) < 0:
+            raise ValueError("label arrays must not hold negative values")
+    top = max(int(crop.max()) for crop in crops)
+    if (top + 1) ** r <= _RAW_CODES:
+        # The label values themselves are the digits: no pass to find the values first, and the values
+        # present come out of the histogram of the (few) codes.
+        base = top + 1
+        code = _horner(crops, base, np.uint16 if base**r <= 1 << 16 else np.uint32)
+        histogram = _histogram(code, base**r)
         present_codes = np.flatnonzero(histogram)
         counts = histogram[present_codes]
-        row_of_code = np.zeros(radix, dtype=np.uint16 if present_codes.size < (1 << 16) - 1 else np.uint32)
+        powers = base ** np.arange(r - 1, -1, -1, dtype=np.int64)
+        raw = (present_codes[:, None] // powers[None, :]) % base
+        present = [int(v) for v in np.unique(raw) if v != 0]
+        classes = np.array([0, *_check_labels(present, labels)], dtype=np.int64)
+        k = classes.size
+        class_of_value = np.zeros(base, dtype=np.int64)
+        class_of_value[classes[classes < base]] = np.arange(k)[classes < base]
+        patterns = class_of_value[raw]
+        row_of_code: np.ndarray | None = np.zeros(base**r, dtype=np.int64)
         row_of_code[present_codes] = np.arange(present_codes.size)
-        inverse = row_of_code[code]
-    powers = k ** np.arange(r - 1, -1, -1, dtype=np.int64)
-    patterns = (present_codes.astype(np.int64)[:, None] // powers[None, :]) % k
+        all_background = present_codes[0] == 0
+    else:
+        present = sorted(set().union(*(distinct_values(c) for c in crops)) - {0})
+        classes = np.array([0, *_check_labels(present, labels)], dtype=np.int64)
+        k = classes.size
+        # Class index per voxel through a lookup table (label values can be large: few occur).
+        lookup = np.zeros(int(classes.max()) + 1, dtype=np.uint8 if k <= 256 else np.uint16)
+        lookup[classes] = np.arange(k)
+        digits = [lookup[crop] for crop in crops]
+        radix = k**r
+        if radix <= _RAW_CODES:
+            code = _horner(digits, k, np.uint16 if radix <= 1 << 16 else np.uint32)
+            histogram = _histogram(code, radix)
+            present_codes = np.flatnonzero(histogram)
+            counts = histogram[present_codes]
+            row_of_code = np.zeros(radix, dtype=np.int64)
+            row_of_code[present_codes] = np.arange(present_codes.size)
+        else:  # too many combinations for a table: sort instead
+            wide = np.zeros(digits[0].shape, dtype=np.int64)
+            for digit in digits:
+                wide *= k
+                wide += digit
+            present_codes, inverse, counts = np.unique(wide.ravel(), return_inverse=True, return_counts=True)
+            code, row_of_code = inverse.reshape(wide.shape), None
+        powers = k ** np.arange(r - 1, -1, -1, dtype=np.int64)
+        patterns = (present_codes.astype(np.int64)[:, None] // powers[None, :]) % k
+        all_background = present_codes[0] == 0
     counts = counts.astype(np.int64)
     if outside:  # the voxels outside the box: every reader said background (pattern code 0)
-        if present_codes[0] == 0:
+        if all_background:
             counts[0] += outside
         else:
             patterns = np.vstack([np.zeros((1, r), dtype=np.int64), patterns])
             counts = np.concatenate([[outside], counts])
-            inverse = inverse + 1  # shift rows to make room for the new first pattern
-    return _VotePatterns(classes, patterns, counts, inverse, box, shape, dtype)
+            # shift rows to make room for the new first pattern
+            if row_of_code is None:
+                code = code + 1
+            else:
+                row_of_code = row_of_code + 1
+    return _VotePatterns(classes, patterns, counts, code, row_of_code, box, shape, dtype)
 
 
 def _normalised_weights(names: list[str], weights: Mapping[str, float] | None) -> np.ndarray:
