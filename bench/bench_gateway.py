@@ -3,20 +3,29 @@ versus straight from Orthanc's DICOMweb plugin, in the same run on the same Orth
 
 One "load" = QIDO (study lookup + series list) + series /metadata + all 300 frames, 6 frames in flight
 (a browser's per-host connection limit), `Accept-Encoding: identity` on both sides as OHIF's frame
-requests are not gzip-worthy. The gateway runs under uvicorn on an ephemeral port and is used by a reader
-holding a task on the study (bearer token), so every request goes through authentication and the access
-policy. The first gateway load has a cold metadata cache; later ones are warm (as in a reading session).
+requests are not gzip-worthy. The gateway runs as `pacslabel web` does, under uvicorn in its own process
+(`--gateway thread` runs it in a thread of this process instead, sharing the GIL with the benchmark client),
+and is used by a reader holding a task on the study (bearer token), so every request goes through
+authentication and the access policy.
 
-Prints per-step medians over --runs loads (alternating direct/gateway) and the ratio gateway/direct
-(target <= 1.10). Usage: .venv/bin/python bench/bench_gateway.py [--runs 5] [--slices 300] [--concurrency 6]
+- default: every load reads the same study (a re-open: the gateway's series-metadata cache is warm after
+  the warm-up load; Orthanc has no such cache);
+- `--fresh`: every measured load reads a study stored just before it and never opened (the first open of a
+  task's study: nothing of it is cached in the gateway, and the task is newer than the access snapshot).
+
+Prints per-step medians over --runs loads (alternating direct/gateway), the CPU seconds per frame of
+Orthanc, the gateway process and this client during the frames step (from /proc: independent of how the
+machine's other load delays each process), and the ratio gateway/direct (target <= 1.10).
+Usage: .venv/bin/python bench/bench_gateway.py [--runs 5] [--fresh] [--workers 1] [--slices 300]
 """
-
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -30,6 +39,7 @@ import requests
 import uvicorn
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -37,12 +47,12 @@ from pacslabel.catalog.models import CatalogPatient, CatalogSeries, CatalogStudy
 from pacslabel.db import create_db_engine, make_sessionmaker, session_scope  # noqa: E402
 from pacslabel.db.migrate import upgrade_to_head  # noqa: E402
 from pacslabel.dicomweb.metadata_cache import invalidate_series  # noqa: E402
-from pacslabel.dicomweb.routes import router as dicomweb_router  # noqa: E402
 from pacslabel.orthanc.client import OrthancClient  # noqa: E402
 from pacslabel.orthanc.supervisor import OrthancProcess  # noqa: E402
 from pacslabel.projects.models import Project, ProjectItem  # noqa: E402
 from pacslabel.settings import Settings  # noqa: E402
 from pacslabel.tasks.models import Task  # noqa: E402
+from pacslabel.users import repository as user_repository  # noqa: E402
 from pacslabel.users import service as user_service  # noqa: E402
 from pacslabel.web.app import create_app  # noqa: E402
 
@@ -86,8 +96,8 @@ def ct_slices(count: int) -> list[Dataset]:
 
 
 def load(base: str, headers: dict[str, str], study: str, series: str, sops: list[str], concurrency: int,
-         sessions: list[requests.Session]) -> dict[str, float]:
-    """One viewer load; returns seconds per step."""
+         sessions: list[requests.Session], cpu: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """One viewer load; returns seconds per step, and CPU seconds per process during the frames step."""
     times: dict[str, float] = {}
     s = sessions[0]
 
@@ -116,13 +126,35 @@ def load(base: str, headers: dict[str, str], study: str, series: str, sops: list
         return len(get(f"studies/{study}/series/{series}/instances/{sop}/frames/1", FRAME_ACCEPT,
                        local.session).content)
 
+    cpu_before = cpu()
     start = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         sizes = list(pool.map(frame, sops))
     times["frames"] = time.perf_counter() - start
+    times.update({f"cpu {k}": v - cpu_before[k] for k, v in cpu().items()})
     assert all(size > 512 * 512 * 2 for size in sizes)
     times["total"] = times["qido"] + times["metadata"] + times["frames"]
     return times
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of processes (and their children, e.g. uvicorn workers), from /proc."""
+    total = 0.0
+    for pid in pids:
+        for each in [pid, *_children(pid)]:
+            try:
+                fields = Path(f"/proc/{each}/stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def main() -> None:
@@ -130,6 +162,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=6)
+    parser.add_argument("--gateway", choices=("process", "thread"), default="process",
+                        help="run the gateway as `pacslabel web` does (its own uvicorn process, default) or in a "
+                             "thread of this process (shares the GIL with the benchmark client)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="each measured load reads a newly stored study (first open: gateway caches cold); "
+                             "default: the same study every load (re-open: series metadata cached)")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (with --gateway process)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
@@ -140,45 +179,91 @@ def main() -> None:
                             orthanc_url=f"http://127.0.0.1:{free_port()}", orthanc_dicom_port=free_port(),
                             orthanc_password=f"bench-{secrets.token_hex(8)}", session_secret="bench-session",
                             pseudonym_key="bench-key", scp_port=free_port(), orthanc_startup_timeout_s=30.0)
-        with OrthancProcess(settings, grace_period_s=5.0), OrthancClient.from_settings(settings) as client:
-            datasets = ct_slices(args.slices)
-            started = time.perf_counter()
-            for offset in range(0, len(datasets), 25):
-                client.store_instances(datasets[offset:offset + 25])
-            print(f"stored {len(datasets)} slices of 512x512 in {time.perf_counter() - started:.1f} s")
-            study, series = str(datasets[0].StudyInstanceUID), str(datasets[0].SeriesInstanceUID)
-            sops = [str(d.SOPInstanceUID) for d in datasets]
-            token = _reader_with_task(db_url, study, series, len(sops))
-
+        with (OrthancProcess(settings, grace_period_s=5.0) as orthanc_process,
+              OrthancClient.from_settings(settings) as client):
             port = free_port()
-            app = create_app(settings)
-            app.include_router(dicomweb_router)
-            server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                                   access_log=False))
-            thread = threading.Thread(target=server.run, daemon=True)
-            thread.start()
-            while not server.started:
-                time.sleep(0.05)
+            study, series, sops = _store_series(client, args.slices)
+            token = _reader_with_task(db_url, study, series, len(sops))
+            stop, gateway_pid = _start_gateway(settings, port, args)
+            orthanc_pid = orthanc_process.pid
+
+            def cpu() -> dict[str, float]:
+                return {"orthanc": _cpu_seconds([orthanc_pid] if orthanc_pid else []),
+                        "gateway": _cpu_seconds([gateway_pid] if gateway_pid else []),
+                        "bench": time.process_time()}
+
             try:
-                invalidate_series(study, series)
+                if args.gateway == "thread":
+                    invalidate_series(study, series)  # a subprocess starts with an empty cache anyway
                 direct = (f"{settings.orthanc_url}/dicom-web", {})
                 gateway = (f"http://127.0.0.1:{port}/dicomweb", {"Authorization": f"Bearer {token}"})
                 auth = ("pacslabel", settings.secret("orthanc_password"))
                 results: dict[str, list[dict[str, float]]] = {"direct": [], "gateway": []}
                 for run in range(args.runs + 1):  # run 0 warms the page cache (and measures a cold cache)
                     for name, (base, headers) in (("direct", direct), ("gateway", gateway)):
+                        if args.fresh and run:
+                            # A study never opened before, as when a reader opens the next task: nothing of
+                            # it is in the gateway's caches (the task is even newer than the access snapshot).
+                            study, series, sops = _store_series(client, args.slices)
+                            _give_task(db_url, study, series, len(sops))
                         sessions = [_session(auth if name == "direct" else None) for _ in range(args.concurrency)]
-                        times = load(base, headers, study, series, sops, args.concurrency, sessions)
+                        times = load(base, headers, study, series, sops, args.concurrency, sessions, cpu)
                         for session in sessions:
                             session.close()
                         label = "warm-up" if run == 0 else f"run {run}"
-                        print(f"{label:8} {name:8} " + "  ".join(f"{k} {v * 1000:7.1f} ms" for k, v in times.items()))
+                        print(f"{label:8} {name:8} " + "  ".join(f"{k} {v * 1000:6.0f} ms" for k, v in times.items()))
                         if run:
                             results[name].append(times)
                 _report(results, len(sops))
             finally:
-                server.should_exit = True
-                thread.join(timeout=10)
+                stop()
+
+
+def _start_gateway(settings: Settings, port: int, args: argparse.Namespace) -> tuple[Callable[[], None], int | None]:
+    """Start the gateway app under uvicorn; returns the function that stops it and the process id (None: this
+    process, whose CPU the "bench" column then includes)."""
+    if args.gateway == "thread":
+        server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+                                               log_level="warning", access_log=False))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.05)
+
+        def stop_thread() -> None:
+            server.should_exit = True
+            thread.join(timeout=10)
+
+        return stop_thread, None
+    env = {**os.environ, **{f"PACSLABEL_{k.upper()}": str(v) for k, v in {
+        "env": settings.env, "var_dir": settings.var_dir, "log_format": settings.log_format,
+        "database_url": settings.database_url, "orthanc_url": settings.orthanc_url,
+        "orthanc_dicom_port": settings.orthanc_dicom_port, "orthanc_password": settings.secret("orthanc_password"),
+        "session_secret": "bench-session", "pseudonym_key": "bench-key", "scp_port": settings.scp_port}.items()}}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "pacslabel.web.app:create_app", "--host", "127.0.0.1",
+         "--port", str(port), "--workers", str(args.workers), "--log-level", "warning", "--no-access-log"],
+        env=env)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code < 500:
+                break
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            raise SystemExit("the gateway did not start")
+        time.sleep(0.1)
+
+    def stop_process() -> None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+    return stop_process, process.pid
 
 
 def _session(auth: tuple[str, str] | None) -> requests.Session:
@@ -186,6 +271,41 @@ def _session(auth: tuple[str, str] | None) -> requests.Session:
     session.trust_env = False
     session.auth = auth
     return session
+
+
+def _store_series(client: OrthancClient, slices: int) -> tuple[str, str, list[str]]:
+    datasets = ct_slices(slices)
+    started = time.perf_counter()
+    for offset in range(0, len(datasets), 25):
+        client.store_instances(datasets[offset:offset + 25])
+    print(f"stored {len(datasets)} slices of 512x512 in {time.perf_counter() - started:.1f} s")
+    return (str(datasets[0].StudyInstanceUID), str(datasets[0].SeriesInstanceUID),
+            [str(d.SOPInstanceUID) for d in datasets])
+
+
+def _give_task(db_url: str, study: str, series: str, count: int) -> None:
+    """One more read task of the bench reader, on a new study."""
+    engine = create_db_engine(db_url)
+    with session_scope(make_sessionmaker(engine)) as session:
+        reader = user_repository.get_user_by_name(session, "bench_reader")
+        assert reader is not None
+        project = session.scalars(select(Project).where(Project.slug == "bench")).one()
+        patient = CatalogPatient(pseudonym=f"P-bench-{study[-12:]}")
+        session.add(patient)
+        session.flush()
+        study_row = CatalogStudy(study_instance_uid=study, patient_id=patient.id)
+        session.add(study_row)
+        session.flush()
+        session.add(CatalogSeries(series_instance_uid=series, study_id=study_row.id, modality="CT", route="bench",
+                                  instance_count=count))
+        item = ProjectItem(project_id=project.id, unit="study", unit_uid=study, study_id=study_row.id,
+                           patient_id=patient.id, series_uids=[series], split="train", stage="continuous",
+                           order_key=study[-12:])
+        session.add(item)
+        session.flush()
+        session.add(Task(project_id=project.id, item_id=item.id, reader_id=reader.id, purpose="read", slot=0,
+                         status="in_progress", protocol_version=1))
+    engine.dispose()
 
 
 def _reader_with_task(db_url: str, study: str, series: str, count: int) -> str:
@@ -221,6 +341,10 @@ def _report(results: dict[str, list[dict[str, float]]], frames: int) -> None:
     for key in ("qido", "metadata", "frames", "total"):
         d, g = median("direct", key), median("gateway", key)
         print(f"  {key:9} direct {d * 1000:8.1f} ms   gateway {g * 1000:8.1f} ms   ratio {g / d:5.2f}")
+    for name in ("direct", "gateway"):
+        per_frame = "  ".join(f"{key.removeprefix('cpu ')} {median(name, key) * 1000 / frames:5.2f}"
+                              for key in results[name][0] if key.startswith("cpu "))
+        print(f"  CPU ms per frame during the {name} frames step: {per_frame}")
     fps = frames / median("gateway", "frames")
     ratio = median("gateway", "total") / median("direct", "total")
     print(f"  gateway frames/s: {fps:.0f}")
