@@ -28,6 +28,9 @@ class CatalogStudy(Base):
     orthanc_id: Mapped[str | None] = mapped_column(String(64))
     study_date: Mapped[str | None] = mapped_column(String(8))  # shifted date, YYYYMMDD
     description: Mapped[str | None] = mapped_column(String(255))
+    # The de-identified AccessionNumber: a keyed HMAC of the original (deid.pseudonyms, key from settings), so
+    # an admin holding an original accession can find the study (review.accession_lookup); never the original.
+    accession_key: Mapped[str | None] = mapped_column(String(64), index=True)
     first_received_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -27,7 +27,8 @@ _SERIES_FIELDS = {
     "institution": ("InstitutionName", 64),
     "description": ("SeriesDescription", 255),
 }
-_STUDY_FIELDS = {"study_date": ("StudyDate", 8), "description": ("StudyDescription", 255)}
+_STUDY_FIELDS = {"study_date": ("StudyDate", 8), "description": ("StudyDescription", 255),
+                 "accession_key": ("AccessionNumber", 64)}  # the keyed HMAC the engine wrote (see CatalogStudy)
 
 
 def _attribute(attributes: dict[str, Any], keyword: str, snake: str, length: int) -> str | None:

@@ -19,35 +19,51 @@ def submitted_reads(session: Session, project_ids: Sequence[int], exclude_reader
     """Submitted reads waiting for review, oldest submission first; never the reviewer's own reads."""
     if not project_ids:
         return []
-    return list(session.scalars(
-        select(Task).where(Task.project_id.in_(project_ids), Task.purpose == TaskPurpose.READ.value,
-                           Task.slot.is_not(None), Task.status == TaskStatus.SUBMITTED.value,
-                           Task.reader_id != exclude_reader_id)
-        .order_by(Task.submitted_at, Task.id)))
+    return list(
+        session.scalars(
+            select(Task)
+            .where(
+                Task.project_id.in_(project_ids),
+                Task.purpose == TaskPurpose.READ.value,
+                Task.slot.is_not(None),
+                Task.status == TaskStatus.SUBMITTED.value,
+                Task.reader_id != exclude_reader_id,
+            )
+            .order_by(Task.submitted_at, Task.id)
+        )
+    )
 
 
 def slot_reads(session: Session, item_id: int) -> list[Task]:
     """The reads that fill the item's reading slots (skipped reads give their slot up, so are not here)."""
-    return list(session.scalars(
-        select(Task).where(Task.item_id == item_id, Task.purpose == TaskPurpose.READ.value,
-                           Task.slot.is_not(None)).order_by(Task.slot)))
+    return list(
+        session.scalars(
+            select(Task)
+            .where(Task.item_id == item_id, Task.purpose == TaskPurpose.READ.value, Task.slot.is_not(None))
+            .order_by(Task.slot)
+        )
+    )
 
 
 def task_of_reviewer(session: Session, item_id: int, reviewer_id: int, purpose: TaskPurpose) -> Task | None:
-    return session.scalar(select(Task).where(Task.item_id == item_id, Task.reader_id == reviewer_id,
-                                             Task.purpose == purpose.value))
+    return session.scalar(
+        select(Task).where(Task.item_id == item_id, Task.reader_id == reviewer_id, Task.purpose == purpose.value)
+    )
 
 
 def item_task(session: Session, item_id: int, purpose: TaskPurpose) -> Task | None:
-    return session.scalar(select(Task).where(Task.item_id == item_id, Task.purpose == purpose.value)
-                          .order_by(Task.id).limit(1))
+    return session.scalar(
+        select(Task).where(Task.item_id == item_id, Task.purpose == purpose.value).order_by(Task.id).limit(1)
+    )
 
 
 def latest_seg(session: Session, task_id: int) -> AnnotationVersion | None:
-    return session.scalar(select(AnnotationVersion)
-                          .where(AnnotationVersion.task_id == task_id,
-                                 AnnotationVersion.modality == AnnotationModality.SEG.value)
-                          .order_by(AnnotationVersion.version.desc()).limit(1))
+    return session.scalar(
+        select(AnnotationVersion)
+        .where(AnnotationVersion.task_id == task_id, AnnotationVersion.modality == AnnotationModality.SEG.value)
+        .order_by(AnnotationVersion.version.desc())
+        .limit(1)
+    )
 
 
 def add_decision(session: Session, decision: ReviewDecision) -> ReviewDecision:
@@ -57,8 +73,9 @@ def add_decision(session: Session, decision: ReviewDecision) -> ReviewDecision:
 
 
 def decisions_of_task(session: Session, task_id: int) -> list[ReviewDecision]:
-    return list(session.scalars(select(ReviewDecision).where(ReviewDecision.task_id == task_id)
-                                .order_by(ReviewDecision.id)))
+    return list(
+        session.scalars(select(ReviewDecision).where(ReviewDecision.task_id == task_id).order_by(ReviewDecision.id))
+    )
 
 
 def consensus_for_inputs(session: Session, item_id: int, inputs: list[int]) -> ConsensusResult | None:
@@ -70,8 +87,9 @@ def consensus_for_inputs(session: Session, item_id: int, inputs: list[int]) -> C
 
 
 def consensus_results(session: Session, item_id: int) -> list[ConsensusResult]:
-    return list(session.scalars(select(ConsensusResult).where(ConsensusResult.item_id == item_id)
-                                .order_by(ConsensusResult.id)))
+    return list(
+        session.scalars(select(ConsensusResult).where(ConsensusResult.item_id == item_id).order_by(ConsensusResult.id))
+    )
 
 
 def add_consensus(session: Session, row: ConsensusResult) -> ConsensusResult:
@@ -97,5 +115,6 @@ def lock_item(session: Session, item_id: int) -> ProjectItem | None:
 
 def reviewers(session: Session) -> list[User]:
     """Active reviewers, oldest account first (a stable choice for arbitration)."""
-    return list(session.scalars(select(User).where(User.role == Role.REVIEWER.value, User.active.is_(True))
-                                .order_by(User.id)))
+    return list(
+        session.scalars(select(User).where(User.role == Role.REVIEWER.value, User.active.is_(True)).order_by(User.id))
+    )

@@ -45,24 +45,41 @@ def _read_task(session: DbSession, task_id: int) -> Task:
 
 
 def _decision_view(row: ReviewDecision, task: Task) -> dict[str, Any]:
-    return {"id": row.id, "task_id": row.task_id, "decision": row.decision, "reason": row.reason,
-            "comment": row.comment, "annotation_version_id": row.annotation_version_id,
-            "task_status": task.status, "created_at": _iso(row.created_at)}
+    return {
+        "id": row.id,
+        "task_id": row.task_id,
+        "decision": row.decision,
+        "reason": row.reason,
+        "comment": row.comment,
+        "annotation_version_id": row.annotation_version_id,
+        "task_status": task.status,
+        "created_at": _iso(row.created_at),
+    }
 
 
 @router.get("/queue")
 def queue(session: DbSession, user: ReviewerUser) -> dict[str, Any]:
-    projects = [p for p in project_repository.list_projects(session, active_only=True)
-                if user.role == Role.ADMIN.value or may_review(project_spec(p), user)]
+    projects = [
+        p
+        for p in project_repository.list_projects(session, active_only=True)
+        if user.role == Role.ADMIN.value or may_review(project_spec(p), user)
+    ]
     slugs = {p.id: p.slug for p in projects}
     entries = []
     for task in repository.submitted_reads(session, list(slugs), user.id):
         version = repository.latest_seg(session, task.id)
-        entries.append({"task_id": task.id, "project": slugs[task.project_id], "item_id": task.item_id,
-                        "submitted_at": _iso(task.submitted_at), "note": task.note,
-                        "exclusion_reason": task.exclusion_reason,
-                        "seg_sop_instance_uid": version.sop_instance_uid if version else None,
-                        "seg_version": version.version if version else None})
+        entries.append(
+            {
+                "task_id": task.id,
+                "project": slugs[task.project_id],
+                "item_id": task.item_id,
+                "submitted_at": _iso(task.submitted_at),
+                "note": task.note,
+                "exclusion_reason": task.exclusion_reason,
+                "seg_sop_instance_uid": version.sop_instance_uid if version else None,
+                "seg_version": version.version if version else None,
+            }
+        )
     return {"reads": entries}
 
 

@@ -29,13 +29,21 @@ from pacslabel.errors import Conflict, Forbidden
 from pacslabel.orthanc.client import OrthancClient, OrthancError
 from pacslabel.projects import repository as project_repository
 from pacslabel.projects.models import ProjectItem
+from pacslabel.projects.schema import ProjectSpec
 from pacslabel.projects.service import may_review, project_spec
 from pacslabel.review import repository
-from pacslabel.review.agreement import pairwise_agreement
-from pacslabel.review.consensus import majority_vote
-from pacslabel.review.models import ConsensusResult, Decision, FinalLabel, FinalSource, ReviewDecision
+from pacslabel.review.agreement import dice, foreground_bounding_box, pairwise_agreement
+from pacslabel.review.consensus import majority_vote, staple
+from pacslabel.review.models import (
+    ConsensusMethod,
+    ConsensusResult,
+    Decision,
+    FinalLabel,
+    FinalSource,
+    ReviewDecision,
+)
 from pacslabel.tasks.models import Task
-from pacslabel.tasks.service import assign_task, mark_done, return_to_reader
+from pacslabel.tasks.service import assign_task, mark_done, return_to_reader, submit_task
 from pacslabel.tasks.states import TaskPurpose, TaskStatus, check_transition
 from pacslabel.users.models import Role, User
 
@@ -44,6 +52,7 @@ CONSENSUS_SERIES_NUMBER = 900
 
 
 # --- decisions ----------------------------------------------------------------------------------------------
+
 
 def check_reviewer(session: Session, reviewer: User, read_task: Task) -> None:
     """Only a reviewer of the read's project (or an admin) reviews it, never their own read or an item they
@@ -59,20 +68,39 @@ def check_reviewer(session: Session, reviewer: User, read_task: Task) -> None:
         raise Forbidden("a reviewer does not review reads of an item they read themselves")
 
 
-def _decide(session: Session, reviewer: User, read_task: Task, decision: Decision, reason: str | None,
-            comment: str | None) -> ReviewDecision:
+def _decide(
+    session: Session, reviewer: User, read_task: Task, decision: Decision, reason: str | None, comment: str | None
+) -> ReviewDecision:
     version = repository.latest_seg(session, read_task.id)
-    row = repository.add_decision(session, ReviewDecision(
-        task_id=read_task.id, reviewer_id=reviewer.id, decision=decision.value, reason=reason,
-        comment=(comment or "").strip() or None, annotation_version_id=version.id if version else None,
-        created_at=utcnow()))
-    record(session, reviewer.username, f"review_{decision.value}", "task", read_task.id, item_id=read_task.item_id,
-           decision_id=row.id, annotation_version_id=row.annotation_version_id, reason=reason)
+    row = repository.add_decision(
+        session,
+        ReviewDecision(
+            task_id=read_task.id,
+            reviewer_id=reviewer.id,
+            decision=decision.value,
+            reason=reason,
+            comment=(comment or "").strip() or None,
+            annotation_version_id=version.id if version else None,
+            created_at=utcnow(),
+        ),
+    )
+    record(
+        session,
+        reviewer.username,
+        f"review_{decision.value}",
+        "task",
+        read_task.id,
+        item_id=read_task.item_id,
+        decision_id=row.id,
+        annotation_version_id=row.annotation_version_id,
+        reason=reason,
+    )
     return row
 
 
-def approve(session: Session, review_task: Task | None, reviewer: User, read_task: Task, *,
-            orthanc: OrthancClient | None = None) -> ReviewDecision:
+def approve(
+    session: Session, review_task: Task | None, reviewer: User, read_task: Task, *, orthanc: OrthancClient | None = None
+) -> ReviewDecision:
     """Approve a submitted read: it becomes done. When it was the last read of its item to be approved, the
     item is finished (consensus, arbitration, final label; needs ``orthanc`` to read the SEGs)."""
     check_reviewer(session, reviewer, read_task)
@@ -92,8 +120,9 @@ def approve(session: Session, review_task: Task | None, reviewer: User, read_tas
     return row
 
 
-def reject(session: Session, review_task: Task | None, reviewer: User, read_task: Task, reason: str,
-           comment: str | None = None) -> ReviewDecision:
+def reject(
+    session: Session, review_task: Task | None, reviewer: User, read_task: Task, reason: str, comment: str | None = None
+) -> ReviewDecision:
     """Send a submitted read back to its reader with a protocol rejection reason; the reader's next submitted
     version comes back to the review queue."""
     check_reviewer(session, reviewer, read_task)
@@ -108,14 +137,15 @@ def all_reads_approved(session: Session, item_id: int) -> bool:
 
 # --- consensus ----------------------------------------------------------------------------------------------
 
-def _source_series_uid(seg: Dataset, item: ProjectItem) -> str:
+
+def source_series_uid(seg: Dataset, item: ProjectItem) -> str:
     for ref in seg.get("ReferencedSeriesSequence", []):
         if str(ref.SeriesInstanceUID) in item.series_uids:
             return str(ref.SeriesInstanceUID)
     return str(item.series_uids[0])
 
 
-def _on_protocol_numbers(labels: np.ndarray, seg: Dataset, protocol: list[ProtocolLabel]) -> np.ndarray:
+def on_protocol_numbers(labels: np.ndarray, seg: Dataset, protocol: list[ProtocolLabel]) -> np.ndarray:
     """Renumber a read's segments to the protocol's label order (1 = first protocol label): readers may number
     segments differently; the label name is what they agree on."""
     index = {normalise_label(label.name): number for number, label in enumerate(protocol, start=1)}
@@ -132,16 +162,47 @@ def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def compute_consensus(session: Session, orthanc: OrthancClient, item: ProjectItem, actor: User,
-                      versions: list[AnnotationVersion]) -> ConsensusResult:
-    """Pairwise agreement and a majority-vote consensus of the given SEG versions (one per reader), stored
-    with the consensus SEG in Orthanc. Idempotent: the same inputs give back the stored row."""
+def reader_weights(session: Session, spec: ProjectSpec, versions: list[AnnotationVersion]) -> dict[str, float] | None:
+    """Weights by seniority from the project file (per user, else per role, else 1) keyed like the reads
+    (annotation version id as text); None when the project gives no weights (equal weights)."""
+    weights = spec.consensus.weights
+    if weights is None:
+        return None
+    result: dict[str, float] = {}
+    for version in versions:
+        read_task = session.get(Task, version.task_id)
+        reader = session.get(User, read_task.reader_id) if read_task else None
+        if reader is None:
+            result[str(version.id)] = 1.0
+        elif reader.username in weights.users:
+            result[str(version.id)] = float(weights.users[reader.username])
+        else:
+            result[str(version.id)] = float(weights.roles.get(Role(reader.role), 1.0))
+    if not any(result.values()):
+        raise Conflict("the project's consensus weights give every reader of this item weight 0")
+    return result
+
+
+def _per_label_dice(a: np.ndarray, b: np.ndarray, labels: list[int]) -> dict[str, float]:
+    return {str(label): float(dice(a == label, b == label)) for label in labels}
+
+
+def compute_consensus(
+    session: Session, orthanc: OrthancClient, item: ProjectItem, actor: User, versions: list[AnnotationVersion]
+) -> ConsensusResult:
+    """Pairwise agreement and the project's consensus (majority vote or STAPLE, reader weights by seniority
+    when the project file says so) of the given SEG versions (one per reader), stored with the consensus SEG
+    in Orthanc; each reader's Dice with the consensus, and the other method's Dice with it for comparison.
+    Idempotent: the same inputs give back the stored row."""
     inputs = sorted(v.id for v in versions)
     existing = repository.consensus_for_inputs(session, item.id, inputs)
     if existing is not None:
         return existing
     read_task = session.get(Task, versions[0].task_id)
     assert read_task is not None
+    project = project_repository.get_project(session, item.project_id)
+    assert project is not None
+    spec = project_spec(project)
     protocol = protocol_labels(annotation_repository.protocol_of(session, read_task))
     study_uid = annotation_repository.study_uid_of(session, item)
     source: SourceSeries | None = None
@@ -149,8 +210,8 @@ def compute_consensus(session: Session, orthanc: OrthancClient, item: ProjectIte
     for version in sorted(versions, key=lambda v: v.id):
         seg = orthanc.retrieve_instance(study_uid, version.series_instance_uid, version.sop_instance_uid)
         if source is None:
-            source = load_source(orthanc, item, study_uid, _source_series_uid(seg, item))
-        reads[str(version.id)] = _on_protocol_numbers(read_label_array(seg, source), seg, protocol)
+            source = load_source(orthanc, item, study_uid, source_series_uid(seg, item))
+        reads[str(version.id)] = on_protocol_numbers(read_label_array(seg, source), seg, protocol)
     assert source is not None
     spacing = (float(source.spacing), float(source.pixel_spacing[0]), float(source.pixel_spacing[1]))
     pairs = pairwise_agreement(reads, spacing, workers=1)
@@ -160,28 +221,114 @@ def compute_consensus(session: Session, orthanc: OrthancClient, item: ProjectIte
     mean_dice = {label: float(np.mean(values)) for label, values in per_label.items()}
     # No label drawn by anyone: the readers agree (on nothing).
     min_dice = min((float(p.dice) for p in pairs), default=1.0)
-    consensus = majority_vote(reads)
-    stored = _store_consensus_seg(orthanc, consensus.labels, source, protocol) if protocol else None
+    weights = reader_weights(session, spec, versions)
+    method = ConsensusMethod(spec.consensus.method)
+    methods = {ConsensusMethod.MAJORITY: majority_vote, ConsensusMethod.STAPLE: staple}
+    consensus = methods[method](reads, weights)
+    other_method = ConsensusMethod.STAPLE if method == ConsensusMethod.MAJORITY else ConsensusMethod.MAJORITY
+    other = methods[other_method](reads, weights)
+    # Dice with the consensus on the bounding box of everything drawn (outside it every mask is empty).
+    box = foreground_bounding_box([*reads.values(), consensus.labels, other.labels]) or ()
+    chosen = consensus.labels[box]
+    labels = sorted({int(label) for label in per_label} | {int(v) for v in np.unique(chosen) if v})
+    agreement = {name: _per_label_dice(array[box], chosen, labels) for name, array in reads.items()}
+    comparison = {
+        "method": other_method.value,
+        "dice_to_consensus": _per_label_dice(other.labels[box], chosen, labels),
+    }
+    stored = _store_consensus_seg(orthanc, consensus.labels, source, protocol, versions, method) if protocol else None
     series_uid, sop_uid = stored if stored else (None, None)
-    row = repository.add_consensus(session, ConsensusResult(
-        item_id=item.id, method=consensus.method, mean_dice=mean_dice, min_dice=min_dice, inputs=inputs,
-        pairs=[{"label": p.label, "a": int(p.reader_a), "b": int(p.reader_b), "dice": float(p.dice),
-                "hd95_mm": _finite(p.hd95_mm)} for p in pairs],
-        sop_instance_uid=sop_uid, series_instance_uid=series_uid, created_at=utcnow()))
-    record(session, actor.username, "review_consensus", "project_item", item.id, consensus_id=row.id,
-           inputs=inputs, min_dice=min_dice, sop_instance_uid=sop_uid)
+    row = repository.add_consensus(
+        session,
+        ConsensusResult(
+            item_id=item.id,
+            method=method.value,
+            mean_dice=mean_dice,
+            min_dice=min_dice,
+            inputs=inputs,
+            pairs=[
+                {
+                    "label": p.label,
+                    "a": int(p.reader_a),
+                    "b": int(p.reader_b),
+                    "dice": float(p.dice),
+                    "hd95_mm": _finite(p.hd95_mm),
+                }
+                for p in pairs
+            ],
+            reader_agreement=agreement,
+            reader_weights=dict(consensus.reader_weights) if weights is not None else None,
+            comparison=comparison,
+            sop_instance_uid=sop_uid,
+            series_instance_uid=series_uid,
+            created_at=utcnow(),
+        ),
+    )
+    record(
+        session,
+        actor.username,
+        "review_consensus",
+        "project_item",
+        item.id,
+        consensus_id=row.id,
+        inputs=inputs,
+        min_dice=min_dice,
+        method=method.value,
+        sop_instance_uid=sop_uid,
+    )
     return row
 
 
-def _store_consensus_seg(orthanc: OrthancClient, labels: np.ndarray, source: SourceSeries,
-                         protocol: list[ProtocolLabel]) -> tuple[str, str] | None:
+def _reference_inputs(seg: Dataset, study_uid: str, versions: list[AnnotationVersion], method: ConsensusMethod) -> None:
+    """Name the input SEGs in the consensus SEG (Common Instance Reference module): their series and
+    instances go into StudiesContainingOtherReferencedInstancesSequence, not ReferencedSeriesSequence, which
+    every SEG reader here (seg_validation) expects to name the one source series the frames are drawn on; the
+    content description says how the consensus was made."""
+    by_series: dict[str, list[AnnotationVersion]] = {}
+    for version in sorted(versions, key=lambda v: v.id):
+        by_series.setdefault(version.series_instance_uid, []).append(version)
+    study = Dataset()
+    study.StudyInstanceUID = study_uid
+    study.ReferencedSeriesSequence = []
+    for series_uid, members in by_series.items():
+        series = Dataset()
+        series.SeriesInstanceUID = series_uid
+        series.ReferencedInstanceSequence = []
+        for version in members:
+            instance = Dataset()
+            instance.ReferencedSOPClassUID = version.sop_class_uid
+            instance.ReferencedSOPInstanceUID = version.sop_instance_uid
+            series.ReferencedInstanceSequence.append(instance)
+        study.ReferencedSeriesSequence.append(series)
+    seg.StudiesContainingOtherReferencedInstancesSequence = [study]
+    seg.ContentDescription = f"{method.value} consensus of {len(versions)} reads"[:64]
+
+
+def _store_consensus_seg(
+    orthanc: OrthancClient,
+    labels: np.ndarray,
+    source: SourceSeries,
+    protocol: list[ProtocolLabel],
+    versions: list[AnnotationVersion],
+    method: ConsensusMethod,
+) -> tuple[str, str] | None:
     if not np.any(labels):
         return None  # an empty consensus (readers agree there is nothing) is not a SEG
-    specs = [SegmentSpec(number, label.name, label.category, label.type, label.color)
-             for number, label in enumerate(protocol, start=1)]
-    seg = build_segmentation(labels, source, specs, series_instance_uid=str(hd.UID()),
-                             series_number=CONSENSUS_SERIES_NUMBER, instance_number=1, author=CONSENSUS_AUTHOR,
-                             series_description="consensus")
+    specs = [
+        SegmentSpec(number, label.name, label.category, label.type, label.color)
+        for number, label in enumerate(protocol, start=1)
+    ]
+    seg = build_segmentation(
+        labels,
+        source,
+        specs,
+        series_instance_uid=str(hd.UID()),
+        series_number=CONSENSUS_SERIES_NUMBER,
+        instance_number=1,
+        author=CONSENSUS_AUTHOR,
+        series_description="consensus",
+    )
+    _reference_inputs(seg, str(seg.StudyInstanceUID), versions, method)
     response = orthanc.store_instances([seg])
     if response.get("FailedSOPSequence"):
         raise OrthancError(f"Orthanc refused the consensus SEG {seg.SOPInstanceUID}")
@@ -189,6 +336,7 @@ def _store_consensus_seg(orthanc: OrthancClient, labels: np.ndarray, source: Sou
 
 
 # --- finishing an item --------------------------------------------------------------------------------------
+
 
 def finish_item(session: Session, orthanc: OrthancClient, item: ProjectItem, actor: User) -> FinalLabel | None:
     """Once every read of the item is approved: a single read is the final label; several reads give a
@@ -229,20 +377,112 @@ def ensure_arbitration(session: Session, item: ProjectItem, actor: User) -> Task
     return None
 
 
-def set_final_label(session: Session, item_id: int, source: FinalSource, actor: User, *,
-                    annotation_version_id: int | None = None, consensus_id: int | None = None) -> FinalLabel:
-    """Make this the item's one current final label (replacing any earlier one, e.g. after arbitration)."""
+def set_final_label(
+    session: Session,
+    item_id: int,
+    source: FinalSource,
+    actor: User,
+    *,
+    annotation_version_id: int | None = None,
+    consensus_id: int | None = None,
+) -> FinalLabel:
+    """Make this the item's one current final label (replacing any earlier one, e.g. after arbitration).
+
+    Ground truth wins: once outcomes were imported for the item, a later consensus or arbitration updates
+    the segmentation the final label points at but the source stays ground truth."""
     row = repository.final_label(session, item_id)
     if row is None:
-        row = repository.add_final_label(session, FinalLabel(item_id=item_id, source=source.value,
-                                                             annotation_version_id=annotation_version_id,
-                                                             consensus_id=consensus_id, updated_at=utcnow()))
+        row = repository.add_final_label(
+            session,
+            FinalLabel(
+                item_id=item_id,
+                source=source.value,
+                annotation_version_id=annotation_version_id,
+                consensus_id=consensus_id,
+                updated_at=utcnow(),
+            ),
+        )
     else:
-        row.source = source.value
+        if row.source != FinalSource.GROUND_TRUTH.value:
+            row.source = source.value
         row.annotation_version_id = annotation_version_id
         row.consensus_id = consensus_id
         row.updated_at = utcnow()
         session.flush()
-    record(session, actor.username, "final_label_set", "project_item", item_id, source=source.value,
-           annotation_version_id=annotation_version_id, consensus_id=consensus_id)
+    record(
+        session,
+        actor.username,
+        "final_label_set",
+        "project_item",
+        item_id,
+        source=row.source,
+        requested_source=source.value,
+        annotation_version_id=annotation_version_id,
+        consensus_id=consensus_id,
+    )
+    return row
+
+
+def set_ground_truth_final(session: Session, item_id: int, import_id: int, actor: User) -> FinalLabel:
+    """Imported outcomes override the item's label: the source becomes ground truth (the segmentation the
+    final label pointed at, if any, stays referenced)."""
+    row = repository.final_label(session, item_id)
+    if row is None:
+        row = repository.add_final_label(
+            session,
+            FinalLabel(
+                item_id=item_id,
+                source=FinalSource.GROUND_TRUTH.value,
+                ground_truth_import_id=import_id,
+                updated_at=utcnow(),
+            ),
+        )
+    else:
+        row.source = FinalSource.GROUND_TRUTH.value
+        row.ground_truth_import_id = import_id
+        row.updated_at = utcnow()
+        session.flush()
+    record(
+        session,
+        actor.username,
+        "final_label_set",
+        "project_item",
+        item_id,
+        source=row.source,
+        ground_truth_import_id=import_id,
+    )
+    return row
+
+
+# --- arbitration --------------------------------------------------------------------------------------------
+
+
+def finish_arbitration(session: Session, task: Task, actor: User) -> FinalLabel:
+    """The arbiter submits: their latest SEG becomes the item's final label (source arbitration, keeping
+    the consensus it settled as provenance) and the arbitration task is done. Without a SEG: 409, nothing
+    changes."""
+    if task.purpose != TaskPurpose.ARBITRATION.value:
+        raise Conflict(f"task {task.id} is a {task.purpose} task, not an arbitration")
+    version = repository.latest_seg(session, task.id)
+    if version is None:
+        raise Conflict(f"arbitration task {task.id} has no segmentation: save the arbitrated SEG before submitting")
+    results = repository.consensus_results(session, task.item_id)
+    submit_task(session, task, actor)  # an arbitration is not reviewed: submitted -> done at once
+    row = set_final_label(
+        session,
+        task.item_id,
+        FinalSource.ARBITRATION,
+        actor,
+        annotation_version_id=version.id,
+        consensus_id=results[-1].id if results else None,
+    )
+    record(
+        session,
+        actor.username,
+        "review_arbitration_done",
+        "task",
+        task.id,
+        item_id=task.item_id,
+        annotation_version_id=version.id,
+    )
     return row

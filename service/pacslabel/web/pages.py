@@ -241,6 +241,48 @@ def _annotation_versions(session: Session, task: Task) -> list[dict[str, Any]] |
     return list_versions(session, task)
 
 
+def _review_context(request: Request, session: Session, task: Task, user: User) -> dict[str, Any]:
+    """The review side of a task page: the task's comment thread, the reviewers' decisions and fixes on it
+    (what changed, per label), and on a review / arbitration page the threads of the item's reads."""
+    from pacslabel.review import comments, fix_changes
+    from pacslabel.review import repository as review_repository
+
+    orthanc = getattr(request.app.state, "orthanc", None)
+    context: dict[str, Any] = {"comments": comments.thread(session, task), "decisions": [], "fixes": [],
+                               "read_threads": []}
+    if task.purpose in ("read", "repeat"):
+        context["decisions"] = review_repository.decisions_of_task(session, task.id)
+        try:
+            context["fixes"] = fix_changes.fixes_of_task(session, orthanc, task)
+        except PacslabelError as exc:  # Orthanc away: the page still shows, the diff says why it is missing
+            context["fixes_error"] = exc.message
+    elif task.purpose in comments.REVIEWING_PURPOSES:
+        context["read_threads"] = [{"task_id": read.id, "status": read.status,
+                                    "comments": comments.thread(session, read),
+                                    "viewer_url": read_viewer_url(session, read)}
+                                   for read in review_repository.slot_reads(session, task.item_id)]
+    return context
+
+
+def read_viewer_url(session: Session, read: Task) -> str | None:
+    """OHIF on one read under review: the item's source series and that read's own SEG series only, so the
+    reviewer sees this reader's latest version (OHIF shows the last instance of a SEG series) and no other
+    reader's. A save after editing the loaded SEG keeps the read's series and names the loaded version as
+    its predecessor, which is how the gateway attributes the fix to this read (annotations.service.fix_target).
+    None when the read's study is unknown; without recorded source series the whole study is opened."""
+    from pacslabel.annotations.models import AnnotationModality, task_series_uid
+
+    item = project_repository.get_item(session, read.item_id)
+    study_uid = task_repository.study_uid(session, item.study_id) if item is not None else None
+    if item is None or not study_uid:
+        return None
+    url = f"{OHIF_VIEWER}?StudyInstanceUIDs={study_uid}"
+    if item.series_uids:
+        series = [*item.series_uids, task_series_uid(study_uid, read.id, AnnotationModality.SEG)]
+        url += "&SeriesInstanceUIDs=" + ",".join(series)
+    return url
+
+
 def _task_page(request: Request, session: Session, task: Task, user: User, *, error: str | None = None,
                notice: str | None = None, status_code: int = 200, form: dict[str, str] | None = None
                ) -> HTMLResponse:
@@ -260,6 +302,7 @@ def _task_page(request: Request, session: Session, task: Task, user: User, *, er
         "error": error,
         "notice": notice,
         "form": form or {},
+        **_review_context(request, session, task, user),
     }, status_code=status_code)
 
 
@@ -303,7 +346,7 @@ def next_task(request: Request, session: DbSession) -> Response:
 @router.get("/tasks/{task_id}")
 def task_page(task_id: int, request: Request, session: DbSession, saved: str | None = None) -> Response:
     def build(user: User) -> Response:
-        notice = "Note saved for the reviewer." if saved == "note" else None
+        notice = {"note": "Note saved for the reviewer.", "comment": "Comment posted."}.get(saved or "")
         return _task_page(request, session, _own_task(session, task_id, user), user, notice=notice)
     return _page(request, session, build)
 
@@ -336,7 +379,12 @@ def _reason(value: str, what: str, choices: Sequence[str]) -> str:
 @router.post("/tasks/{task_id}/submit")
 def submit_form(task_id: int, request: Request, session: DbSession) -> Response:
     def action(task: Task, user: User) -> str:
-        task_service.submit_task(session, task, user)
+        if task.purpose == "arbitration":  # the arbiter's SEG becomes the item's final label
+            from pacslabel.review.workflow import finish_arbitration
+
+            finish_arbitration(session, task, user)
+        else:
+            task_service.submit_task(session, task, user)
         return f"/?done={task.id}"
     return _act(request, session, task_id, {}, action)
 
@@ -367,6 +415,26 @@ def note_form(task_id: int, request: Request, session: DbSession, text: Annotate
         task_service.leave_note(session, task, user, text)
         return f"/tasks/{task.id}?saved=note"
     return _act(request, session, task_id, {"note": text}, action)
+
+
+@router.post("/tasks/{task_id}/comments")
+def comment_form(task_id: int, request: Request, session: DbSession, body: Annotated[str, Form()] = "",
+                 back: Annotated[int | None, Form()] = None) -> Response:
+    """A comment on a task's thread from its reader, a reviewer of its item (from their review page: ``back``
+    is that page's task) or an admin."""
+    from pacslabel.review import comments
+
+    def build(user: User) -> Response:
+        task = comments.followed_task(session, task_id, user)
+        page = back if back is not None else task.id
+        try:
+            comments.post_comment(session, task, user, body)
+        except PacslabelError as exc:
+            session.rollback()
+            return _task_page(request, session, _own_task(session, page, user), user, error=exc.message,
+                              status_code=exc.status_code, form={"comment": body})
+        return RedirectResponse(f"/tasks/{page}?saved=comment#comments", status_code=303)
+    return _page(request, session, build)
 
 
 # --- admin pages --------------------------------------------------------------------------------------------
