@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = ["bench_deid.py", "bench_ingest.py", "bench_gateway.py", "bench_stow.py", "bench_consensus.py"]
+BENCHMARKS = ["bench_deid.py", "bench_ingest.py", "bench_gateway.py", "bench_ohif_load.py", "bench_stow.py",
+              "bench_consensus.py", "bench_export.py", "bench_ml_access.py"]
 
 
 def main() -> int:

@@ -25,7 +25,8 @@ def run_cli(tmp_path: Path, *args: str, stdin: str | None = None, **env: str) ->
 def test_help_lists_every_command(tmp_path: Path) -> None:
     result = run_cli(tmp_path, "--help")
     assert result.returncode == 0
-    for command in ("up", "migrate", "user", "token", "demo", "config", "web", "scp", "worker", "ingest", "project"):
+    for command in ("up", "migrate", "user", "token", "demo", "config", "web", "scp", "worker", "ingest", "project",
+                    "review", "access", "export"):
         assert command in result.stdout, command
 
 

@@ -166,6 +166,15 @@ def _register_domain_commands() -> None:
     from pacslabel.ingest import commands as ingest_commands
 
     app.add_typer(ingest_commands.app, name="ingest", help="Ingest status and quarantine, for PACS administrators.")
+    from pacslabel.review.commands import app as review_app
+
+    app.add_typer(review_app, name="review", help="Review: import clinical outcomes as ground truth.")
+    from pacslabel.export.grant_commands import app as access_app
+
+    app.add_typer(access_app, name="access", help="Test-split access for ML users: grant-test, revoke-test, list.")
+    from pacslabel.export.commands import app as export_app
+
+    app.add_typer(export_app, name="export", help="Dataset snapshots: create, list, download, diff, data-flow log.")
 
     @app.command()
     def scp() -> None:

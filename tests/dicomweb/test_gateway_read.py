@@ -4,6 +4,7 @@ pass-through, BulkDataURIs at the gateway, pagination over the visible set, audi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -19,6 +20,7 @@ from sqlalchemy import select
 
 from pacslabel.audit.models import AuditEvent
 from pacslabel.db import create_db_engine, make_sessionmaker, session_scope
+from pacslabel.dicomweb import fast_frames, routes
 from pacslabel.dicomweb.metadata_cache import SERIES_METADATA_CACHE, invalidate_series
 from tests.dicomweb.gateway_world import (
     OrthancWorld,
@@ -174,13 +176,17 @@ def test_study_metadata_and_study_retrieve_carry_only_visible_series(gateway: Ga
 
 # Transport -------------------------------------------------------------------------------------------------
 
-def test_unauthenticated_is_401_and_the_ml_role_is_403(gateway: Gateway, world: OrthancWorld) -> None:
+def test_unauthenticated_is_401_and_the_ml_role_sees_nothing_unreleased(gateway: Gateway, world: OrthancWorld
+                                                                         ) -> None:
     response = gateway.get(None, "/studies")
     assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
     assert gateway.get(None, f"/studies/{world.study}/series/{world.source.series}/metadata").status_code == 401
     response = gateway.client.get("/dicomweb/studies", headers={"Authorization": "Bearer nope"})
     assert response.status_code == 401
-    assert gateway.get("ml", "/studies").status_code == 403
+    # Nothing of this world is released (no final label): the ML role gets an empty answer and 404s.
+    response = gateway.get("ml", "/studies")
+    assert response.status_code == 200 and response.json() == []
+    assert gateway.get("ml", f"/studies/{world.study}/series/{world.source.series}/metadata").status_code == 404
 
 
 def test_frames_are_byte_identical_and_content_type_is_orthancs(gateway: Gateway, world: OrthancWorld,
@@ -206,6 +212,51 @@ def test_frames_are_byte_identical_and_content_type_is_orthancs(gateway: Gateway
     bad = gateway.get("reader_a", "/" + path, headers={"Accept": "multipart/related; type=text/plain"})
     assert 400 <= bad.status_code < 500 and bad.json()["detail"], bad.text
     assert gateway.get("reader_a", f"/{path[:-1]}x").status_code in (400, 422)
+
+
+def test_small_answers_go_out_whole_and_large_ones_stream(gateway: Gateway, world: OrthancWorld,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    st, se = world.study, world.source.series
+    frame_path = f"/studies/{st}/series/{se}/instances/{world.source.sops[0]}/frames/1"
+    frame = gateway.get("reader_a", frame_path, headers={"Accept": FRAME_ACCEPT})
+    assert frame.status_code == 200 and int(frame.headers["content-length"]) == len(frame.content)
+    assert _parts(frame)[0] == world.source_datasets[0].PixelData
+    # Above the one-read size an answer is streamed (no Content-Length of ours), and arrives intact.
+    monkeypatch.setattr(routes, "ONE_READ_MAX_BYTES", 1024)
+    accept = 'multipart/related; type="application/dicom"'
+    series = gateway.get("reader_a", f"/studies/{st}/series/{se}", headers={"Accept": accept})
+    assert series.status_code == 200 and "content-length" not in series.headers
+    assert len(series.content) > 1024
+    sops = {str(pydicom.dcmread(BytesIO(p), stop_before_pixels=True).SOPInstanceUID) for p in _parts(series)}
+    assert sops == set(world.source.sops)
+    streamed_frame = gateway.get("reader_a", frame_path, headers={"Accept": FRAME_ACCEPT})
+    assert _parts(streamed_frame) == _parts(frame)
+    # Orthanc's error answers are not streamed but mapped (status and Orthanc's message).
+    bad = gateway.get("reader_a", frame_path, headers={"Accept": "multipart/related; type=text/plain"})
+    assert bad.status_code == 400 and "text/plain" in bad.json()["detail"]
+
+
+def test_frames_of_a_recently_authenticated_credential_take_the_fast_path_with_the_same_rules(
+        gateway: Gateway, world: OrthancWorld) -> None:
+    st, se, sop = world.study, world.source.series, world.source.sops[0]
+    path = f"/studies/{st}/series/{se}/instances/{sop}/frames/1"
+    first = gateway.get("reader_a", path, headers={"Accept": FRAME_ACCEPT})  # authenticates: snapshot cached
+    answered = fast_frames.STATS["answered"]
+    again = gateway.get("reader_a", path, headers={"Accept": FRAME_ACCEPT})
+    assert fast_frames.STATS["answered"] == answered + 1
+    assert again.status_code == 200 and _parts(again) == _parts(first)
+    assert again.headers["content-type"].split("boundary=")[0] == first.headers["content-type"].split("boundary=")[0]
+    # What the snapshot does not allow, an unknown credential, a bad frame list and Orthanc's errors all go to
+    # the route, with its answers.
+    a_seg = f"/studies/{st}/series/{world.seg_a.series}/instances/{world.seg_a.sops[0]}/frames/1"
+    assert gateway.get("reader_b", a_seg, headers={"Accept": FRAME_ACCEPT}).status_code == 404
+    assert gateway.get("reader_b", a_seg, headers={"Accept": FRAME_ACCEPT}).status_code == 404
+    forged = gateway.client.get("/dicomweb" + path, headers={"Authorization": "Bearer forged", "Accept": FRAME_ACCEPT})
+    assert forged.status_code == 401
+    assert gateway.get("reader_a", path[:-1] + "0", headers={"Accept": FRAME_ACCEPT}).status_code == 400
+    missing = f"/studies/{st}/series/{se}/instances/{sop}/frames/99"
+    assert gateway.get("reader_a", missing, headers={"Accept": FRAME_ACCEPT}).status_code in (400, 404)
+    assert fast_frames.STATS["answered"] == answered + 1
 
 
 def test_bulkdata_uris_point_at_the_gateway_and_resolve(gateway: Gateway, world: OrthancWorld,
@@ -254,6 +305,20 @@ def test_series_metadata_is_cached_gzipped_and_invalidated(gateway: Gateway, wor
     invalidate_series(st, se)
     gateway.get("reader_a", f"/studies/{st}/series/{se}/metadata")
     assert SERIES_METADATA_CACHE.misses == misses + 2
+
+
+def test_series_metadata_is_orthancs_answer_compacted_with_gateway_urls(gateway: Gateway, world: OrthancWorld,
+                                                                         orthanc: RunningOrthanc) -> None:
+    st, se = world.study, world.source.series
+    invalidate_series(st, se)
+    ours = gateway.get("reader_a", f"/studies/{st}/series/{se}/metadata",
+                       headers={**JSON, "Accept-Encoding": "identity"})
+    theirs = _orthanc_get(orthanc, f"studies/{st}/series/{se}/metadata", "application/dicom+json")
+    assert b"\n" not in ours.content and b"\t" not in ours.content and len(ours.content) < len(theirs.content)
+    orthanc_root = theirs.text.split('"BulkDataURI" : "', 1)[1].split("studies/", 1)[0]
+    expected = json.loads(theirs.text.replace(orthanc_root, "http://testserver/dicomweb/"))
+    by_sop = lambda items: sorted(items, key=lambda i: i["00080018"]["Value"][0])  # noqa: E731
+    assert by_sop(ours.json()) == by_sop(expected)
 
 
 def test_a_study_view_is_audited_once_per_session(gateway: Gateway, world: OrthancWorld) -> None:

@@ -11,33 +11,49 @@ Rules (architecture invariant 4, blinding):
     arbitration    -> the annotation series of every task of the item (the one unblinded view);
 - a SEG/SR series that is not in ``annotation_versions`` is never a source series for a non-admin (a SEG
   that arrived with the study from a clinical PACS could carry another reader's opinion);
-- the ML role sees nothing yet (403); released data comes with the export work.
+- the ML role sees exactly the released data (``export/released.py``): the study of each released item,
+  its source series and its final label object; with the project file's ``export.individual_reads`` also
+  the latest version of each finished read of the item. Never drafts: when a label's series holds other
+  versions too, only the released instance of it is visible (``StudyGrant.instances``). Never the items of
+  the ``test`` split, unless the user holds a test-access grant on the project (``may_see_test_split``).
 
 Costs: :meth:`AccessPolicy.visible_studies` is one query; :meth:`AccessPolicy.grants` for a set of studies is
 three queries (tasks and items, catalogue series, annotation versions) whatever the number of results, and
-is cached on the policy object, which lives for one request.
+is cached on the policy object, which lives for one request. For the ML role everything is computed at once
+on first use, in at most seven queries whatever the number of released items.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Row, Subquery, select
 from sqlalchemy.orm import Session
 
 from pacslabel.annotations.models import AnnotationVersion
 from pacslabel.catalog.models import CatalogSeries, CatalogStudy
-from pacslabel.errors import Forbidden
-from pacslabel.projects.models import ProjectItem
+from pacslabel.export.released import (
+    ReleasedItem,
+    catalogue_series,
+    released_filter,
+    released_scope,
+    select_released,
+    source_series,
+    test_access_projects,
+)
+from pacslabel.projects.models import Project, ProjectItem
+from pacslabel.review.models import ConsensusResult, FinalLabel
 from pacslabel.tasks.models import Task
-from pacslabel.tasks.states import TaskPurpose
+from pacslabel.tasks.states import TaskPurpose, TaskStatus
 from pacslabel.users.models import Role, User
 
 # Modalities of annotation objects: never shown as source series, only through annotation_versions.
 ANNOTATION_MODALITIES = frozenset({"SEG", "SR", "RTSTRUCT"})
 # Big IN lists are split so that no backend hits its bound-parameter limit (SQLite: 32766).
 _IN_CHUNK = 500
+T = TypeVar("T")
 
 
 @dataclass
@@ -47,6 +63,9 @@ class StudyGrant:
     study_instance_uid: str
     source_series: set[str] = field(default_factory=set)
     annotation_series: set[str] = field(default_factory=set)
+    # Series of which only some instances are visible (ML: a released version beside its drafts); a series
+    # not listed here is visible whole.
+    instances: dict[str, set[str]] = field(default_factory=dict)
 
     @property
     def series(self) -> set[str]:
@@ -54,6 +73,12 @@ class StudyGrant:
 
     def can_see_series(self, series_instance_uid: str) -> bool:
         return series_instance_uid in self.source_series or series_instance_uid in self.annotation_series
+
+    def can_see_instance(self, series_instance_uid: str, sop_instance_uid: str) -> bool:
+        if not self.can_see_series(series_instance_uid):
+            return False
+        allowed = self.instances.get(series_instance_uid)
+        return allowed is None or sop_instance_uid in allowed
 
 
 class AccessPolicy:
@@ -65,15 +90,30 @@ class AccessPolicy:
         self._studies: set[str] | None = None
         self._grants: dict[str, StudyGrant] = {}
         self._loaded: set[str] = set()
+        self._ml_loaded = False
+        self._test_projects: set[int] = set()
+        self._released: list[ReleasedItem] | None = None
 
     @property
     def is_admin(self) -> bool:
         return self.user.role == Role.ADMIN.value
 
+    @property
+    def is_ml(self) -> bool:
+        return self.user.role == Role.ML.value
+
     def check_may_read_images(self) -> None:
-        """Raise 403 for roles that have no image access at all (ML until released data exists)."""
-        if self.user.role == Role.ML.value:
-            raise Forbidden("the ML role has no access to images yet; released datasets come through exports")
+        """Every role may read images, each within its grants (the ML role: released data only). Kept as
+        the one place to refuse a role wholesale."""
+
+    def released(self) -> list[ReleasedItem]:
+        """The released items this ML user may see (test split only where granted); [] for other roles."""
+        if not self.is_ml:
+            return []
+        if self._released is None:
+            self._load_released()
+            self._released = select_released(self.session, project_ids=None, test_projects=self._test_projects)
+        return self._released
 
     # Studies --------------------------------------------------------------------------------------------
 
@@ -82,8 +122,9 @@ class AccessPolicy:
         if self.is_admin:
             return None
         if self._studies is None:
-            if self.user.role == Role.ML.value:
-                self._studies = set()
+            if self.is_ml:
+                self._load_released()
+                self._studies = set(self._grants)
             else:
                 self._studies = set(self.session.scalars(
                     select(CatalogStudy.study_instance_uid).distinct()
@@ -114,11 +155,17 @@ class AccessPolicy:
         return grant is None or grant.can_see_series(series_instance_uid)
 
     def can_see_instance(self, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str) -> bool:
-        # Visibility is decided per series: an annotation series belongs to one task (its UID is derived
-        # from the task id), so every instance in it has the same audience. Orthanc checks that the
-        # instance really belongs to the study and series of the URL.
-        del sop_instance_uid
-        return self.can_see_series(study_instance_uid, series_instance_uid)
+        # Visibility is decided per series for readers: an annotation series belongs to one task (its UID is
+        # derived from the task id), so every instance in it has the same audience. The ML role sees only the
+        # released version of a label series (StudyGrant.instances). Orthanc checks that the instance really
+        # belongs to the study and series of the URL.
+        grant = self.grant(study_instance_uid)
+        return grant is None or grant.can_see_instance(series_instance_uid, sop_instance_uid)
+
+    def restricted_instances(self, study_instance_uid: str) -> dict[str, set[str]]:
+        """Series of the study of which only some instances are visible, with those instances."""
+        grant = self.grant(study_instance_uid)
+        return {} if grant is None else grant.instances
 
     def grants(self, study_instance_uids: Iterable[str] | None = None) -> dict[str, StudyGrant]:
         """Grants of the user on the given visible studies (all visible studies when None); admins: {}."""
@@ -132,6 +179,10 @@ class AccessPolicy:
         return {uid: self._grants[uid] for uid in wanted if uid in self._grants}
 
     def _load(self, studies: set[str]) -> None:
+        if self.is_ml:  # everything was computed with the visible studies
+            self._load_released()
+            self._loaded |= studies
+            return
         for chunk in _chunks(sorted(studies)):
             self._load_chunk(chunk)
         self._loaded |= studies
@@ -186,7 +237,111 @@ class AccessPolicy:
                     grant.annotation_series.add(series_uid)
 
 
-def _chunks(values: list[str]) -> Iterable[list[str]]:
+    # The ML role ------------------------------------------------------------------------------------------
+
+    def _load_released(self) -> None:
+        """Every grant of the ML user at once, in five set-based queries whatever the number of released
+        items: 1. the user's test-access grants; 2. the released items with their final label object
+        (columns, not entities); 3. the catalogue's series of the released studies; 4. every annotation
+        version in those studies, with its task; 5. the projects' export settings. The later queries join the
+        released items as a subquery (no IN lists); the rest is set arithmetic on plain tuples."""
+        if self._ml_loaded:
+            return
+        self._ml_loaded = True
+        self._test_projects = test_access_projects(self.session, self.user.id)
+        filters = {"project_ids": None, "test_projects": self._test_projects}
+        # Plain tuples, unpacked by position (a Row's attribute access costs more than the rest of the work).
+        rows = self.session.execute(released_filter(
+            select(ProjectItem.id, ProjectItem.unit, ProjectItem.unit_uid, ProjectItem.study_id,
+                   ProjectItem.series_uids, ProjectItem.project_id, CatalogStudy.study_instance_uid,
+                   AnnotationVersion.id, AnnotationVersion.series_instance_uid, AnnotationVersion.sop_instance_uid,
+                   ConsensusResult.id, ConsensusResult.series_instance_uid, ConsensusResult.sop_instance_uid,
+                   AnnotationVersion.study_instance_uid)
+            .select_from(FinalLabel)
+            .join(ProjectItem, FinalLabel.item_id == ProjectItem.id)
+            .join(CatalogStudy, ProjectItem.study_id == CatalogStudy.id)
+            .outerjoin(AnnotationVersion, FinalLabel.annotation_version_id == AnnotationVersion.id)
+            .outerjoin(ConsensusResult, FinalLabel.consensus_id == ConsensusResult.id), **filters)).all()
+        if not rows:
+            return
+        scope = released_scope(**filters)
+        catalogue = catalogue_series(self.session, scope)
+        released_studies = {row[6] for row in rows}
+        # Every version in the released studies: the other versions of a label's series (drafts), the finished
+        # reads, and the annotation series that never count as source series. A label version recorded under
+        # another study than its item's (never seen in practice) has that study searched as well.
+        studies_of_labels = select(scope.c.study_instance_uid)
+        if any(row[13] not in released_studies for row in rows if row[7] is not None):
+            studies_of_labels = studies_of_labels.union(released_filter(
+                select(AnnotationVersion.study_instance_uid).select_from(FinalLabel)
+                .join(ProjectItem, FinalLabel.item_id == ProjectItem.id)
+                .join(AnnotationVersion, FinalLabel.annotation_version_id == AnnotationVersion.id), **filters))
+        versions = self.session.execute(
+            select(AnnotationVersion.study_instance_uid, AnnotationVersion.series_instance_uid,
+                   AnnotationVersion.sop_instance_uid, AnnotationVersion.task_id, AnnotationVersion.version,
+                   AnnotationVersion.modality, Task.item_id, Task.purpose, Task.status)
+            .join(Task, AnnotationVersion.task_id == Task.id)
+            .where(AnnotationVersion.study_instance_uid.in_(studies_of_labels))).all()
+
+        sources = source_series(rows, catalogue, {series for study, series, *_ in versions
+                                                  if study in released_studies})
+        grants = self._grants
+        for (item_id, _unit, _unit_uid, _study_id, _listed, _project_id, study,
+             version_id, version_series, version_sop, consensus_id, consensus_series, consensus_sop, _) in rows:
+            grant = grants.get(study)
+            if grant is None:
+                grant = grants[study] = StudyGrant(study)
+            grant.source_series.update(sources[item_id])
+            if version_id is not None:
+                label_series, label_sop = version_series, version_sop
+            elif consensus_id is not None and consensus_series and consensus_sop:
+                label_series, label_sop = consensus_series, consensus_sop
+            else:  # a final label that references no stored object (classification-only ground truth)
+                continue
+            grant.annotation_series.add(label_series)
+            grant.instances.setdefault(label_series, set()).add(label_sop)
+        self._add_individual_reads(rows, versions, scope)
+        self._release_whole_series(versions)
+
+    def _add_individual_reads(self, rows: Sequence[Row[Any]], versions: Sequence[Row[Any]], scope: Subquery) -> None:
+        """The latest version of each finished read of released items whose project allows it (query 5)."""
+        allowing = {project_id for project_id, definition in self.session.execute(
+                    select(Project.id, Project.definition).where(Project.id.in_(select(scope.c.project_id))))
+                    if ((definition or {}).get("export") or {}).get("individual_reads") is True}
+        if not allowing:
+            return
+        items = {row[0] for row in rows if row[5] in allowing}
+        latest: dict[tuple[int, str], tuple[int, str, str, str]] = {}
+        for study, series, sop, task_id, version, modality, item_id, purpose, status in versions:
+            if item_id in items and purpose == TaskPurpose.READ.value and status == TaskStatus.DONE.value:
+                known = latest.get((task_id, modality))
+                if known is None or version > known[0]:
+                    latest[(task_id, modality)] = (version, study, series, sop)
+        for _version, study, series, sop in latest.values():
+            grant = self._grants.get(study)
+            if grant is not None:
+                grant.annotation_series.add(series)
+                grant.instances.setdefault(series, set()).add(sop)
+
+    def _release_whole_series(self, versions: Sequence[Row[Any]]) -> None:
+        """A label series that holds nothing but its released instances needs no per-instance check (the
+        fast path of series retrieval): drop it from ``instances``. A series with other versions (drafts)
+        stays restricted. No query: ``versions`` holds every version of the released studies."""
+        released: dict[str, set[str]] = {}
+        for grant in self._grants.values():
+            for series, sops in grant.instances.items():
+                released.setdefault(series, set()).update(sops)
+        others: set[str] = set()
+        for _study, series, sop, *_ in versions:
+            sops = released.get(series)
+            if sops is not None and sop not in sops:
+                others.add(series)
+        for grant in self._grants.values():
+            if grant.instances:
+                grant.instances = {series: sops for series, sops in grant.instances.items() if series in others}
+
+
+def _chunks(values: list[T]) -> Iterable[list[T]]:
     for start in range(0, len(values), _IN_CHUNK):
         yield values[start:start + _IN_CHUNK]
 
@@ -205,6 +360,8 @@ class AccessSnapshot:
     role: str
     studies: frozenset[str] | None  # None: everything (admin)
     series: dict[str, frozenset[str]]
+    # study -> series -> the only visible instances of that series (see StudyGrant.instances)
+    instances: dict[str, dict[str, frozenset[str]]] = field(default_factory=dict)
 
     def can_see_study(self, study_instance_uid: str) -> bool:
         return self.studies is None or study_instance_uid in self.studies
@@ -214,10 +371,23 @@ class AccessSnapshot:
             return True
         return series_instance_uid in self.series.get(study_instance_uid, frozenset())
 
+    def can_see_instance(self, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str) -> bool:
+        if not self.can_see_series(study_instance_uid, series_instance_uid):
+            return False
+        allowed = self.restricted_instances(study_instance_uid, series_instance_uid)
+        return allowed is None or sop_instance_uid in allowed
+
+    def restricted_instances(self, study_instance_uid: str, series_instance_uid: str) -> frozenset[str] | None:
+        """The only visible instances of a partly visible series; None when the series is visible whole."""
+        return self.instances.get(study_instance_uid, {}).get(series_instance_uid)
+
 
 def take_snapshot(policy: AccessPolicy) -> AccessSnapshot:
     """All of ``policy``'s answers for its user (one query, plus three for the grants of a non-admin)."""
     studies = policy.visible_studies()
-    grants = {} if studies is None else {uid: frozenset(g.series) for uid, g in policy.grants(studies).items()}
+    grants = {} if studies is None else policy.grants(studies)
     return AccessSnapshot(user_id=policy.user.id, username=policy.user.username, role=policy.user.role,
-                          studies=None if studies is None else frozenset(studies), series=grants)
+                          studies=None if studies is None else frozenset(studies),
+                          series={uid: frozenset(g.series) for uid, g in grants.items()},
+                          instances={uid: {series: frozenset(sops) for series, sops in g.instances.items()}
+                                     for uid, g in grants.items() if g.instances})

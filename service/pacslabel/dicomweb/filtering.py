@@ -52,6 +52,24 @@ def filter_series(results: Iterable[dict[str, Any]], is_visible: Callable[[str, 
     return kept
 
 
+def filter_instances(results: Iterable[dict[str, Any]], is_visible: Callable[[str, str, str | None], bool],
+                     study_instance_uid: str | None = None) -> list[dict[str, Any]]:
+    """Like :func:`filter_series`, and an instance result (one with a SOP Instance UID) must be visible
+    itself: the ML role sees the released version of a label series, not the drafts beside it."""
+    kept = []
+    for result in results:
+        study = tag_value(result, STUDY_INSTANCE_UID) or study_instance_uid
+        series = tag_value(result, SERIES_INSTANCE_UID)
+        if study and series and is_visible(study, series, tag_value(result, SOP_INSTANCE_UID)):
+            kept.append(result)
+    return kept
+
+
+def keep_instances(metadata: bytes, sop_instance_uids: frozenset[str] | set[str]) -> bytes:
+    """A DICOM JSON metadata array (bytes) reduced to the given instances (a partly visible series)."""
+    return dumps([r for r in json.loads(metadata) if tag_value(r, SOP_INSTANCE_UID) in sop_instance_uids])
+
+
 def paginate(results: list[dict[str, Any]], limit: int | None, offset: int | None) -> list[dict[str, Any]]:
     start = max(offset or 0, 0)
     return results[start:] if limit is None else results[start:start + max(limit, 0)]

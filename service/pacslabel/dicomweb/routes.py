@@ -6,7 +6,9 @@ Every request authenticates (session cookie or bearer token) and goes through :c
 - WADO of anything not visible is 404, with the same message as for something that does not exist;
 - study-level WADO and metadata carry only the visible series.
 
-Bytes pass through without buffering whole studies or series (async httpx stream -> StreamingResponse):
+Bytes pass through without buffering whole studies or series (``orthanc/streaming.py``'s keep-alive pool;
+an answer of known length up to ``ONE_READ_MAX_BYTES``, such as a frame, is passed on in one piece, anything
+else is streamed; the hot path of frame requests is ``fast_frames.py``, in front of the routing):
 the client's ``Accept`` goes upstream unchanged (DICOMweb 1.7 refuses multi-type Accepts with a 400 that
 the client should see), Orthanc's ``Content-Type`` comes back verbatim (boundary and transfer syntax),
 hop-by-hop and other headers are dropped both ways, and upstream always gets ``Accept-Encoding: identity``.
@@ -34,11 +36,11 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
-from pacslabel.access.policy import AccessPolicy, AccessSnapshot, take_snapshot
+from pacslabel.access.policy import AccessPolicy, AccessSnapshot, StudyGrant, take_snapshot
 from pacslabel.audit.service import record
 from pacslabel.db import session_scope
-from pacslabel.dicomweb import filtering
-from pacslabel.dicomweb.metadata_cache import SERIES_METADATA_CACHE, CachedMetadata
+from pacslabel.dicomweb import filtering, release_filters
+from pacslabel.dicomweb.metadata_cache import SERIES_METADATA_CACHE, CachedMetadata, compact_json
 from pacslabel.errors import BadInput, NotFound, PacslabelError
 from pacslabel.orthanc.client import OrthancError
 from pacslabel.orthanc.streaming import OrthancStreamingClient
@@ -59,6 +61,8 @@ _UID_LIST_MAX = 100
 _JSON = "application/dicom+json"
 _PASSED_RESPONSE_HEADERS = ("content-type", "content-length", "content-location", "warning")
 _STUDY_VIEW_TTL_S = 12 * 3600.0
+# Upstream answers up to this size with a Content-Length are passed on in one piece (see _stream).
+ONE_READ_MAX_BYTES = 8 * 1024 * 1024
 # How long a credential's access snapshot serves WADO byte requests without a query (see AccessSnapshot).
 ACCESS_SNAPSHOT_TTL_S = 10.0
 
@@ -131,24 +135,29 @@ def _fresh_snapshot(request: Request) -> AccessSnapshot:
     return snapshot
 
 
-def gateway_snapshot(request: Request) -> AccessSnapshot:
-    """The hot-path access check of WADO byte routes: a cached snapshot, or a fresh one (sync dependency:
-    runs in the thread pool, and only on a miss touches the database)."""
-    if bearer_token(request) is None and not request.cookies.get(SESSION_COOKIE):
-        return _fresh_snapshot(request)  # raises 401
-    return ACCESS_SNAPSHOTS.get(_credential_key(request)) or _fresh_snapshot(request)
+async def gateway_snapshot(request: Request) -> AccessSnapshot:
+    """The hot-path access check of WADO byte routes: a cached snapshot (answered on the event loop, no
+    thread hop), or a fresh one computed in the thread pool (authentication + a few queries)."""
+    if bearer_token(request) is not None or request.cookies.get(SESSION_COOKIE):
+        cached = ACCESS_SNAPSHOTS.get(_credential_key(request))
+        if cached is not None:
+            return cached
+    return await run_in_threadpool(_fresh_snapshot, request)  # raises 401 without a valid credential
 
 
 Snapshot = Annotated[AccessSnapshot, Depends(gateway_snapshot)]
 
 
-async def _require_visible(request: Request, snapshot: AccessSnapshot, study: str, series: str) -> None:
-    """404 unless the series is visible. A cached "no" is re-checked (it may be a SEG saved just now)."""
-    if snapshot.can_see_series(study, series):
-        return
+async def _require_visible(request: Request, snapshot: AccessSnapshot, study: str, series: str,
+                           instance: str | None = None) -> AccessSnapshot:
+    """404 unless the series (the instance, if given) is visible. A cached "no" is re-checked (it may be a SEG
+    saved just now). Returns the snapshot that said yes."""
+    if snapshot.can_see_instance(study, series, instance) if instance else snapshot.can_see_series(study, series):
+        return snapshot
     fresh = await run_in_threadpool(_fresh_snapshot, request)
-    if not fresh.can_see_series(study, series):
+    if not (fresh.can_see_instance(study, series, instance) if instance else fresh.can_see_series(study, series)):
         raise _not_found()
+    return fresh
 
 
 async def _db(policy: AccessPolicy, work: Callable[[AccessPolicy], T]) -> T:
@@ -248,16 +257,28 @@ async def _get_json(request: Request, path: str, params: list[tuple[str, str]] |
 
 
 async def _stream(request: Request, path: str, *, bulk: bool = False) -> Response:
-    """Pass one upstream answer through: status, Content-Type verbatim, body streamed."""
+    """Pass one upstream answer through: status, Content-Type verbatim, body streamed.
+
+    An answer of known length up to ``ONE_READ_MAX_BYTES`` (a frame, an instance) is read in one call and
+    sent as one body: per-chunk iteration through StreamingResponse cost more than the copy. Anything
+    larger or of unknown length (a series, a study) is streamed in large pieces, never held whole."""
     accept = filtering.accept_for_orthanc(request.headers.get("accept"), bulk=bulk)
     stack = AsyncExitStack()
     upstream = await stack.enter_async_context(_streaming(request).stream(
         "GET", path, params=list(request.query_params.multi_items()),
         headers=_upstream_headers(request, accept=accept)))
     if upstream.status_code >= 300:
-        body = await upstream.aread()
-        await stack.aclose()
+        try:
+            body = await upstream.aread()
+        finally:
+            await stack.aclose()
         raise _error_from_upstream(upstream.status_code, body)
+    length = upstream.content_length
+    if length is not None and length <= ONE_READ_MAX_BYTES:
+        async with stack:
+            body = await upstream.aread()
+        return Response(body, status_code=upstream.status_code, headers={
+            k: v for k, v in upstream.headers.items() if k in _PASSED_RESPONSE_HEADERS and k != "content-length"})
 
     async def chunks() -> AsyncIterator[bytes]:
         async with stack:
@@ -344,17 +365,15 @@ async def _search(request: Request, policy: AccessPolicy, path: str, *, study: s
     """QIDO at ``level`` (studies|series|instances), below ``study`` if given: filtered, then paginated."""
     _json_accepted(request)
     limit, offset = _int_param(request, "limit"), _int_param(request, "offset")
-    if policy.is_admin:
+    released = release_filters.parse(request.query_params.multi_items())  # ReferencedSeries, ReleasedSince
+    if policy.is_admin and released is None:
         results = await _get_json(request, path, _query(request))
         if study is not None:
             await _db(policy, lambda p: _note_study_view(request, p, study))
         return _json_response(request, filtering.dumps(results))
 
-    def access(p: AccessPolicy) -> tuple[set[str], dict[str, set[str]]]:
-        studies = p.visible_studies() or set()
-        if study is not None:
-            studies = studies & {study}
-        grants = {} if level == "studies" else {uid: g.series for uid, g in p.grants(studies).items()}
+    def access(p: AccessPolicy) -> tuple[set[str], dict[str, StudyGrant]]:
+        studies, grants = release_filters.scope(p, study, level, released)
         if study is not None and studies and level == "series":
             _note_study_view(request, p, study)
         return studies, grants
@@ -362,7 +381,7 @@ async def _search(request: Request, policy: AccessPolicy, path: str, *, study: s
     studies, grants = await _db(policy, access)
     if not studies:
         return _json_response(request, b"[]")
-    params: list[tuple[str, str]] | None = _query(request, drop=("limit", "offset"))
+    params: list[tuple[str, str]] | None = _query(request, drop=("limit", "offset", *release_filters.PARAMS))
     if study is None:
         params = _restrict_to_studies(params or [], studies)
     if params is None:
@@ -373,7 +392,9 @@ async def _search(request: Request, policy: AccessPolicy, path: str, *, study: s
     if level == "studies":
         results = filtering.filter_studies(results, studies)
     else:
-        results = filtering.filter_series(results, lambda st, se: se in grants.get(st, ()), study)
+        results = filtering.filter_instances(
+            results, lambda st, se, sop: st in grants and (grants[st].can_see_instance(se, sop) if sop
+                                                           else grants[st].can_see_series(se)), study)
     return _json_response(request, filtering.dumps(filtering.paginate(results, limit, offset)))
 
 
@@ -408,24 +429,37 @@ async def search_for_instances_in_study(study: str, request: Request, policy: Po
 async def search_for_instances_in_series(study: str, series: str, request: Request, policy: Policy) -> Response:
     _check_uid(study, series)
     _json_accepted(request)
-    if not await _db(policy, lambda p: p.can_see_series(study, series)):
+    released = release_filters.parse(request.query_params.multi_items())
+    visible, only = await _db(policy, lambda p: release_filters.series_access(p, study, series, released))
+    if not visible:
         return _json_response(request, b"[]")
-    # One series is all-or-nothing visible: Orthanc's own limit/offset are right.
-    results = await _get_json(request, f"studies/{study}/series/{series}/instances", _query(request))
-    return _json_response(request, filtering.dumps(results))
+    if only is None:  # the series is visible whole: Orthanc's own limit/offset are right
+        results = await _get_json(request, f"studies/{study}/series/{series}/instances",
+                                  _query(request, drop=release_filters.PARAMS))
+        return _json_response(request, filtering.dumps(results))
+    results = await _get_json(request, f"studies/{study}/series/{series}/instances",
+                              _query(request, drop=("limit", "offset", *release_filters.PARAMS)))
+    results = [r for r in results if filtering.tag_value(r, filtering.SOP_INSTANCE_UID) in only]
+    limit, offset = _int_param(request, "limit"), _int_param(request, "offset")
+    return _json_response(request, filtering.dumps(filtering.paginate(results, limit, offset)))
 
 
 # WADO-RS: metadata ---------------------------------------------------------------------------------------
 
-async def _require_series(policy: AccessPolicy, study: str, series: str, request: Request | None = None) -> None:
-    def check(p: AccessPolicy) -> bool:
-        visible = p.can_see_series(study, series)
+async def _require_series(policy: AccessPolicy, study: str, series: str, request: Request | None = None,
+                          instance: str | None = None) -> set[str] | None:
+    """404 unless the series (the instance, if given) is visible; returns the only visible instances of a
+    partly visible series (None: all)."""
+    def check(p: AccessPolicy) -> tuple[bool, set[str] | None]:
+        visible = p.can_see_instance(study, series, instance) if instance else p.can_see_series(study, series)
         if visible and request is not None:
             _note_study_view(request, p, study)
-        return visible
+        return visible, p.restricted_instances(study).get(series)
 
-    if not await _db(policy, check):
+    visible, only = await _db(policy, check)
+    if not visible:
         raise _not_found()
+    return only
 
 
 async def _series_metadata(request: Request, study: str, series: str) -> CachedMetadata:
@@ -445,7 +479,7 @@ def _render(request: Request, entry: CachedMetadata) -> tuple[bytes, bytes | Non
     base = _public_root(request)
     rendering = entry.renderings.get(base)
     if rendering is None:
-        plain = _rewrite_urls(request, filtering.dumps(json.loads(entry.body)))
+        plain = _rewrite_urls(request, compact_json(entry.body))
         rendering = (plain, filtering.gzip_body(plain))
         SERIES_METADATA_CACHE.add_rendering(entry, base, *rendering)
     return rendering
@@ -455,25 +489,27 @@ def _render(request: Request, entry: CachedMetadata) -> tuple[bytes, bytes | Non
 async def retrieve_series_metadata(study: str, series: str, request: Request, policy: Policy) -> Response:
     _check_uid(study, series)
     _json_accepted(request)
-    await _require_series(policy, study, series, request)
+    only = await _require_series(policy, study, series, request)
     entry = await _series_metadata(request, study, series)
     plain, gzipped = await run_in_threadpool(_render, request, entry)
+    if only is not None:
+        plain, gzipped = filtering.keep_instances(plain, only), None
     return _json_response(request, plain, gzipped)
 
 
 async def _visible_study_series(request: Request, policy: AccessPolicy, study: str, *, audit: bool
-                                ) -> tuple[list[str], bool]:
-    """Series of the study that exist and are visible, and whether that is all of the study's series.
-    404 when none is visible."""
+                                ) -> tuple[list[str], bool, dict[str, set[str]]]:
+    """Series of the study that exist and are visible, whether that is all of the study's series, and the
+    partly visible ones with their visible instances. 404 when none is visible."""
 
-    def access(p: AccessPolicy) -> set[str] | None:
+    def access(p: AccessPolicy) -> tuple[set[str] | None, dict[str, set[str]]]:
         if not p.can_see_study(study):
-            return set()
+            return set(), {}
         if audit:
             _note_study_view(request, p, study)
-        return p.visible_series(study)
+        return p.visible_series(study), p.restricted_instances(study)
 
-    visible = await _db(policy, access)
+    visible, partly = await _db(policy, access)
     if visible is not None and not visible:
         raise _not_found()
     listed = await _get_json(request, f"studies/{study}/series", [("includefield", "0020000E")])
@@ -481,7 +517,7 @@ async def _visible_study_series(request: Request, policy: AccessPolicy, study: s
     shown = existing if visible is None else [uid for uid in existing if uid in visible]
     if not shown:
         raise _not_found()
-    return shown, len(shown) == len(existing)
+    return shown, len(shown) == len(existing), partly
 
 
 @router.get("/studies/{study}/metadata")
@@ -490,10 +526,12 @@ async def retrieve_study_metadata(study: str, request: Request, policy: Policy) 
     # carry hidden series, and is as slow as all series together.
     _check_uid(study)
     _json_accepted(request)
-    shown, _ = await _visible_study_series(request, policy, study, audit=True)
+    shown, _, partly = await _visible_study_series(request, policy, study, audit=True)
     parts = []
     for series in shown:
         plain, _ = await run_in_threadpool(_render, request, await _series_metadata(request, study, series))
+        if series in partly:
+            plain = filtering.keep_instances(plain, partly[series])
         inner = plain.strip()[1:-1].strip()
         if inner:
             parts.append(inner)
@@ -505,7 +543,7 @@ async def retrieve_instance_metadata(study: str, series: str, instance: str, req
                                      policy: Policy) -> Response:
     _check_uid(study, series, instance)
     _json_accepted(request)
-    await _require_series(policy, study, series)
+    await _require_series(policy, study, series, instance=instance)
     results = await _get_json(request, f"studies/{study}/series/{series}/instances/{instance}/metadata")
     return _json_response(request, filtering.dumps(results))
 
@@ -515,23 +553,26 @@ async def retrieve_instance_metadata(study: str, series: str, instance: str, req
 @router.get("/studies/{study}")
 async def retrieve_study(study: str, request: Request, policy: Policy) -> Response:
     _check_uid(study)
-    shown, complete = await _visible_study_series(request, policy, study, audit=False)
-    if complete:
+    shown, complete, partly = await _visible_study_series(request, policy, study, audit=False)
+    if complete and not partly:
         return await _stream(request, f"studies/{study}")
-    return await _retrieve_series_together(request, study, shown)
+    return await _retrieve_together(request, [
+        path for series in shown
+        for path in ([f"studies/{study}/series/{series}/instances/{sop}" for sop in sorted(partly[series])]
+                     if series in partly else [f"studies/{study}/series/{series}"])])
 
 
-async def _retrieve_series_together(request: Request, study: str, series_uids: list[str]) -> Response:
-    """Study-level WADO of a partly visible study: the visible series' multipart bodies, one after the other,
-    re-framed into one multipart body (streamed; each series is requested when the previous one is done)."""
+async def _retrieve_together(request: Request, paths: list[str]) -> Response:
+    """WADO of a partly visible study (or series): the multipart bodies of the visible series (instances),
+    one after the other, re-framed into one multipart body (streamed; each is requested when the previous
+    one is done)."""
     client = _streaming(request)
     headers = _upstream_headers(request, accept=filtering.accept_for_orthanc(request.headers.get("accept"),
                                                                              bulk=False))
     # The first series is opened here so that its Content-Type (type, transfer syntax) and any error
     # answer reach the client before the 200 is committed.
     stack = AsyncExitStack()
-    first = await stack.enter_async_context(client.stream("GET", f"studies/{study}/series/{series_uids[0]}",
-                                                          headers=headers))
+    first = await stack.enter_async_context(client.stream("GET", paths[0], headers=headers))
     if first.status_code >= 300:
         body = await first.aread()
         await stack.aclose()
@@ -545,8 +586,8 @@ async def _retrieve_series_together(request: Request, study: str, series_uids: l
 
     async def bodies() -> AsyncIterator[tuple[str, AsyncIterator[bytes]]]:
         yield first_boundary, first.aiter_raw()
-        for series in series_uids[1:]:
-            async with client.stream("GET", f"studies/{study}/series/{series}", headers=headers) as upstream:
+        for path in paths[1:]:
+            async with client.stream("GET", path, headers=headers) as upstream:
                 part_boundary = filtering.multipart_boundary(upstream.headers.get("content-type", ""))
                 if upstream.status_code >= 300 or part_boundary is None:
                     # Too late for a status: end the body; the client sees fewer parts.
@@ -566,21 +607,26 @@ async def _retrieve_series_together(request: Request, study: str, series_uids: l
 @router.get("/studies/{study}/series/{series}")
 async def retrieve_series(study: str, series: str, request: Request, snapshot: Snapshot) -> Response:
     _check_uid(study, series)
-    await _require_visible(request, snapshot, study, series)
+    seen = await _require_visible(request, snapshot, study, series)
+    only = seen.restricted_instances(study, series)
+    if only is not None:  # a label series beside its drafts (ML role): the released instances only
+        return await _retrieve_together(request, [f"studies/{study}/series/{series}/instances/{sop}"
+                                                  for sop in sorted(only)])
     return await _stream(request, f"studies/{study}/series/{series}")
 
 
 @router.get("/studies/{study}/series/{series}/rendered")
 async def retrieve_series_rendered(study: str, series: str, request: Request, snapshot: Snapshot) -> Response:
     _check_uid(study, series)
-    await _require_visible(request, snapshot, study, series)
+    if (await _require_visible(request, snapshot, study, series)).restricted_instances(study, series) is not None:
+        raise _not_found()  # a rendering of the whole series would show the hidden instances
     return await _stream(request, f"studies/{study}/series/{series}/rendered")
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}")
 async def retrieve_instance(study: str, series: str, instance: str, request: Request, snapshot: Snapshot) -> Response:
     _check_uid(study, series, instance)
-    await _require_visible(request, snapshot, study, series)
+    await _require_visible(request, snapshot, study, series, instance)
     return await _stream(request, f"studies/{study}/series/{series}/instances/{instance}")
 
 
@@ -588,7 +634,7 @@ async def retrieve_instance(study: str, series: str, instance: str, request: Req
 async def retrieve_instance_rendered(study: str, series: str, instance: str, request: Request,
                                      snapshot: Snapshot) -> Response:
     _check_uid(study, series, instance)
-    await _require_visible(request, snapshot, study, series)
+    await _require_visible(request, snapshot, study, series, instance)
     return await _stream(request, f"studies/{study}/series/{series}/instances/{instance}/rendered")
 
 
@@ -602,7 +648,7 @@ async def retrieve_instance_frames(study: str, series: str, instance: str, frame
                                    snapshot: Snapshot) -> Response:
     _check_uid(study, series, instance)
     _check_frames(frames)
-    await _require_visible(request, snapshot, study, series)
+    await _require_visible(request, snapshot, study, series, instance)
     return await _stream(request, f"studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
                          bulk=True)
 
@@ -612,7 +658,7 @@ async def retrieve_instance_frames_rendered(study: str, series: str, instance: s
                                             request: Request, snapshot: Snapshot) -> Response:
     _check_uid(study, series, instance)
     _check_frames(frames)
-    await _require_visible(request, snapshot, study, series)
+    await _require_visible(request, snapshot, study, series, instance)
     return await _stream(request,
                          f"studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered")
 
@@ -623,6 +669,6 @@ async def retrieve_bulkdata(study: str, series: str, instance: str, tag_path: st
     _check_uid(study, series, instance)
     if not _BULK_PATH.match(tag_path):
         raise BadInput("not a bulk data tag path")
-    await _require_visible(request, snapshot, study, series)
+    await _require_visible(request, snapshot, study, series, instance)
     return await _stream(request, f"studies/{study}/series/{series}/instances/{instance}/bulk/{tag_path}",
                          bulk=True)

@@ -223,6 +223,20 @@ class Review(Strict):
     agreement_threshold: float = Field(default=0.7, ge=0, le=1)
 
 
+class ConsensusWeights(Strict):
+    """Reader weights by seniority: a weight per role (e.g. reviewer 2, annotator 1), optionally per user."""
+
+    roles: dict[Role, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    users: dict[Text, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+
+
+class Consensus(Strict):
+    """How several approved reads become one label (review.workflow.compute_consensus)."""
+
+    method: Literal["majority", "staple"] = "majority"
+    weights: ConsensusWeights | None = None
+
+
 class Calibration(Strict):
     items: int = Field(default=0, ge=0)
     split: Split = Split.TRAIN
@@ -268,6 +282,14 @@ class Context(Strict):
     clinical_attributes: list[ClinicalAttribute] = Field(default_factory=list)
 
 
+class Export(Strict):
+    """What the ML role receives of released items besides the final label (see export/released.py)."""
+
+    # The approved individual reads (latest version of each read task) of a released item, beside its final
+    # label: for teams that train on reader variability. Drafts are never shown.
+    individual_reads: StrictBool = False
+
+
 def _deid_options_model() -> type[BaseModel] | None:
     """A strict model with the fields of pacslabel.deid.DeidOptions, so that an unknown or mistyped option is
     reported at its own line; None when the deid room is not installed."""
@@ -302,8 +324,10 @@ class ProjectSpec(Strict):
     reviewers: People = Field(default_factory=lambda: People(roles=[Role.REVIEWER]))
     repeats: Repeats = Field(default_factory=Repeats)
     review: Review = Field(default_factory=Review)
+    consensus: Consensus = Field(default_factory=Consensus)
     release: Release = Field(default_factory=Release)
     context: Context = Field(default_factory=Context)
+    export: Export = Field(default_factory=Export)
 
     @field_serializer("deidentification")
     def _only_given_options(self, options: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 
 from pacslabel import __version__
 from pacslabel.db import create_db_engine, make_sessionmaker
+from pacslabel.dicomweb.fast_frames import FrameFastPath
 from pacslabel.errors import PacslabelError
 from pacslabel.orthanc.client import OrthancClient
 from pacslabel.settings import Settings, get_settings
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="pacslabel", version=__version__, lifespan=lifespan,
                   openapi_url="/api/openapi.json", docs_url="/docs", redoc_url=None)
     app.state.settings = settings
+    app.add_middleware(FrameFastPath)  # the gateway's frame hot path; first = innermost (dicomweb/fast_frames.py)
 
     @app.exception_handler(PacslabelError)
     async def _domain_error(request: Request, exc: PacslabelError) -> JSONResponse:
@@ -67,10 +69,15 @@ def _domain_routers() -> list[APIRouter]:
     from pacslabel.annotations.routes import router as annotations_router
     from pacslabel.dicomweb.routes import router as dicomweb_router
     from pacslabel.dicomweb.stow import stow_router
+    from pacslabel.export.grant_routes import router as test_access_router
+    from pacslabel.export.routes import router as snapshots_router
     from pacslabel.ingest.routes import router as ingest_router
     from pacslabel.projects.routes import router as projects_router
+    from pacslabel.review.extra_routes import router as review_extras_router
+    from pacslabel.review.quality_routes import router as quality_router
     from pacslabel.review.routes import router as review_router
     from pacslabel.tasks.routes import router as tasks_router
 
     return [ingest_router, projects_router, tasks_router, annotations_router, stow_router,
-            dicomweb_router, review_router]
+            dicomweb_router, review_router, quality_router, test_access_router, review_extras_router,
+            snapshots_router]
