@@ -259,6 +259,28 @@ def test_frames_of_a_recently_authenticated_credential_take_the_fast_path_with_t
     assert fast_frames.STATS["answered"] == answered + 1
 
 
+def test_logout_stops_the_frame_fast_path_for_that_cookie_at_once(gateway: Gateway, world: OrthancWorld) -> None:
+    from pacslabel.users import repository as user_repository
+    from pacslabel.users.service import open_web_session
+    from pacslabel.web.deps import SESSION_COOKIE
+
+    engine = create_db_engine(gateway.db_url)
+    with session_scope(make_sessionmaker(engine)) as session:
+        reader = user_repository.get_user_by_name(session, "reader_a")
+        assert reader is not None
+        cookie = open_web_session(session, reader, 3600)
+    engine.dispose()
+    path = f"/dicomweb/studies/{world.study}/series/{world.source.series}/instances/{world.source.sops[0]}/frames/1"
+    headers = {"Accept": FRAME_ACCEPT, "Cookie": f"{SESSION_COOKIE}={cookie}"}
+    assert gateway.client.get(path, headers=headers).status_code == 200  # authenticates: snapshot cached
+    answered = fast_frames.STATS["answered"]
+    assert gateway.client.get(path, headers=headers).status_code == 200
+    assert fast_frames.STATS["answered"] == answered + 1
+    assert gateway.client.post("/api/auth/logout", headers={"Cookie": f"{SESSION_COOKIE}={cookie}"}).status_code == 204
+    assert gateway.client.get(path, headers=headers).status_code == 401
+    assert fast_frames.STATS["answered"] == answered + 1
+
+
 def test_bulkdata_uris_point_at_the_gateway_and_resolve(gateway: Gateway, world: OrthancWorld,
                                                         orthanc: RunningOrthanc) -> None:
     response = gateway.get("reader_a", f"/studies/{world.study}/series/{world.source.series}/metadata")

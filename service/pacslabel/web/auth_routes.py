@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
 from pacslabel.audit import service as audit
+from pacslabel.dicomweb.routes import forget_credential
 from pacslabel.errors import PacslabelError
 from pacslabel.users import service as user_service
 from pacslabel.web.deps import SESSION_COOKIE, AppSettings, CurrentUser, DbSession
@@ -62,6 +63,7 @@ def logout_form(request: Request, session: DbSession) -> Response:
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
         user_service.close_web_session(session, cookie)
+        forget_credential(cookie)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -87,6 +89,7 @@ def logout_api(request: Request, session: DbSession) -> Response:
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
         user_service.close_web_session(session, cookie)
+        forget_credential(cookie)
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
