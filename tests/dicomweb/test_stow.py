@@ -4,13 +4,23 @@ Orthanc; the multipart parser takes what real clients send (quoted boundary, lea
 from __future__ import annotations
 
 import copy
+import shutil
+import subprocess
 from collections.abc import Callable
+from io import BytesIO
+from pathlib import Path
 
+import numpy as np
 import pytest
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from pacslabel.annotations.part10_splice import read_part10
+from pacslabel.annotations.seg_reading import read_label_array
+from pacslabel.annotations.versioning import read_author
 from pacslabel.dicomweb.multipart import encode_multipart_related, parse_multipart_related, related_boundary
 from pacslabel.errors import BadInput
+from tests.annotations.conftest import sparse_labels
 from tests.annotations.test_versions_env import (  # noqa: F401  (env is a fixture)
     Env,
     env,
@@ -18,6 +28,7 @@ from tests.annotations.test_versions_env import (  # noqa: F401  (env is a fixtu
     make_seg,
     part10,
     referenced,
+    stored_file,
     stow,
 )
 from tests.fixtures.orthanc import ct_dataset
@@ -134,6 +145,49 @@ def test_failure_answers_echo_only_what_the_client_sent(env: Env) -> None:  # no
     assert env.studies["B"].series_uid not in text and str(env.studies["B"].task_id) not in text.split('"')
     item = response.json()["00081198"]["Value"][0]
     assert item["00081155"]["Value"] == [seg.SOPInstanceUID]
+
+
+def _truncated_pixels(environment: Env) -> bytes:
+    seg = make_seg(environment.studies["A"])
+    seg.PixelData = seg.PixelData[:100]
+    return part10(seg)
+
+
+def test_truncated_pixel_data_are_refused_with_the_lengths(env: Env) -> None:  # noqa: F811
+    before = env.orthanc.count_instances()
+    response = stow(env, "reader1", _truncated_pixels(env))
+    assert response.status_code == 409
+    [(reason, message)] = failures(response)
+    # highdicom writes one frame per (segment, slice) holding pixels; BINARY frames are 1 bit per pixel.
+    frames = make_seg(env.studies["A"]).NumberOfFrames
+    assert f"PixelData holds 100 bytes, but NumberOfFrames ({frames}) x Rows (64) x Columns (64) x " \
+           f"BitsAllocated (1) needs {frames * 64 * 64 // 8} bytes" in message, message
+    assert reason == 0xC000 and env.orthanc.count_instances() == before
+
+
+def test_the_stored_version_keeps_the_received_frames_and_pixels_byte_for_byte(env: Env,  # noqa: F811
+                                                                               tmp_path: Path) -> None:
+    """Only the header is encoded again: the per-frame groups and pixel data in Orthanc are the bytes sent."""
+    study = env.studies["A"]
+    sent = part10(make_seg(study))
+    response = stow(env, "reader1", sent)
+    assert response.status_code == 200, response.text
+    [item] = referenced(response)
+    stored = stored_file(env, item["00081155"]["Value"][0])  # type: ignore[index]
+
+    sent_elements, stored_elements = read_part10(sent).elements, read_part10(stored).elements
+    for tag in (0x52009230, 0x7FE00010):  # PerFrameFunctionalGroupsSequence, PixelData
+        before, after = sent_elements[tag], stored_elements[tag]  # type: ignore[index]
+        assert stored[after.start:after.end] == sent[before.start:before.end]
+    dataset = dcmread(BytesIO(stored))
+    assert read_author(dataset) == "reader1" and dataset.InstanceNumber == 1
+    np.testing.assert_array_equal(read_label_array(dataset, study.source), sparse_labels(study.source.shape))
+    executable = shutil.which("dciodvfy")
+    assert executable, "dciodvfy (Debian package dicom3tools) is required"
+    path = tmp_path / "stored.dcm"
+    path.write_bytes(stored)
+    result = subprocess.run([executable, str(path)], capture_output=True, text=True, timeout=120, check=False)
+    assert [line for line in (result.stdout + result.stderr).splitlines() if "Error" in line] == []
 
 
 # --- the parser alone -----------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 
+from pacslabel.annotations import functional_groups as groups
 from pacslabel.annotations.geometry import SourceSeries
 from pacslabel.annotations.protocol_mapping import (
     ProtocolLabel,
@@ -27,6 +28,9 @@ from pacslabel.annotations.seg_pixels import SEG_SOP_CLASS_UIDS
 logger = logging.getLogger(__name__)
 
 OHIF_NO_STUDY_ID = "No Study ID"
+PER_FRAME_FUNCTIONAL_GROUPS = 0x52009230
+PIXEL_MEASURES, PIXEL_SPACING = 0x00289110, 0x00280030
+DERIVATION_IMAGE_SEQUENCE, SOURCE_IMAGE_SEQUENCE, REFERENCED_SOP_INSTANCE_UID = 0x00089124, 0x00082112, 0x00081155
 
 
 @dataclass
@@ -43,6 +47,16 @@ def _ds(value: float) -> str:
     return text if len(text) <= 16 else f"{value:.6f}"
 
 
+def _complete_measures(shared: Dataset) -> bool:
+    measures = shared.get("PixelMeasuresSequence")
+    if not measures:
+        return False
+    item = measures[0]  # the same tests as the filling below: when it would fill nothing, this is True
+    return ("PixelSpacing" in item and bool(item.PixelSpacing)
+            and all(keyword in item and item[keyword].value not in (None, "")
+                    for keyword in ("SliceThickness", "SpacingBetweenSlices")))
+
+
 def fill_shared_pixel_measures(seg: Dataset, source: SourceSeries) -> list[str]:
     """Give the SEG a shared PixelMeasuresSequence with PixelSpacing, SliceThickness and SpacingBetweenSlices.
 
@@ -55,8 +69,11 @@ def fill_shared_pixel_measures(seg: Dataset, source: SourceSeries) -> list[str]:
         seg.SharedFunctionalGroupsSequence = [Dataset()]
         repairs.append("Added the missing SharedFunctionalGroupsSequence item.")
     shared = seg.SharedFunctionalGroupsSequence[0]
-    per_frame = [frame.get("PixelMeasuresSequence") for frame in seg.get("PerFrameFunctionalGroupsSequence") or []]
-    if per_frame and all(items and "PixelSpacing" in items[0] for items in per_frame):
+    if _complete_measures(shared):
+        return repairs  # nothing to fill: no need to look at every frame
+    # Read through functional_groups: the per-frame items stay unconverted (and their received bytes reusable).
+    per_frame = [groups.first(frame, PIXEL_MEASURES) for frame in groups.items(seg, PER_FRAME_FUNCTIONAL_GROUPS)]
+    if per_frame and all(groups.element(item, PIXEL_SPACING) is not None for item in per_frame):
         return repairs
     if not shared.get("PixelMeasuresSequence"):
         shared.PixelMeasuresSequence = [Dataset()]
@@ -125,10 +142,10 @@ def _add_referenced_series(seg: Dataset, source: SourceSeries) -> list[str]:
     if seg.get("ReferencedSeriesSequence"):
         return []
     derived = {
-        str(source_image.ReferencedSOPInstanceUID)
-        for frame in seg.get("PerFrameFunctionalGroupsSequence") or []
-        for derivation in frame.get("DerivationImageSequence") or []
-        for source_image in derivation.get("SourceImageSequence") or []
+        groups.uid(source_image, REFERENCED_SOP_INSTANCE_UID) or ""
+        for frame in groups.items(seg, PER_FRAME_FUNCTIONAL_GROUPS)
+        for derivation in groups.items(frame, DERIVATION_IMAGE_SEQUENCE)
+        for source_image in groups.items(derivation, SOURCE_IMAGE_SEQUENCE)
     }
     if not derived or not derived <= set(source.sop_instance_uids):
         return []
@@ -145,6 +162,31 @@ def _add_referenced_series(seg: Dataset, source: SourceSeries) -> list[str]:
     return [f"Added ReferencedSeriesSequence to source series {source.series_instance_uid} from the frames' sources."]
 
 
+# The only top-level elements a repair changes. Everything else (above all the per-frame functional groups
+# and the pixel data, tens of MB for a large SEG) is shared with the caller's Dataset, not copied: a repair
+# never changes where a frame lies, and the save reuses their received bytes (annotations.part10_splice).
+_REPAIRED_ELEMENTS = ("SharedFunctionalGroupsSequence", "StudyID", "SegmentSequence")
+
+
+def _copy_for_repair(seg: Dataset) -> Dataset:
+    """A new Dataset with the same elements as ``seg``; the elements a repair may change are deep copies."""
+    repaired = Dataset({tag: seg.get_item(tag) for tag in seg.keys()})
+    for keyword in _REPAIRED_ELEMENTS:
+        if keyword in seg:
+            element = copy.deepcopy(seg.get_item(keyword))
+            repaired[element.tag] = element
+    file_meta = getattr(seg, "file_meta", None)
+    if file_meta is not None:
+        repaired.file_meta = copy.deepcopy(file_meta)
+    repaired.set_original_encoding(*_original_encoding(seg))
+    return repaired
+
+
+def _original_encoding(seg: Dataset) -> tuple[bool | None, bool | None, str | list[str] | None]:
+    implicit, little = seg.original_encoding
+    return implicit, little, seg.original_character_set
+
+
 def repair_ohif_segmentation(
     seg: Dataset,
     source: SourceSeries,
@@ -153,10 +195,10 @@ def repair_ohif_segmentation(
 ) -> RepairResult:
     """Return a repaired copy of an OHIF SEG and the list of repairs (empty when nothing was needed).
 
-    The caller's Dataset is not modified. A Dataset that is not a SEG is returned unchanged (validation
-    rejects it with the precise reason).
+    The caller's Dataset is not modified: the copy shares only the elements no repair touches. A Dataset
+    that is not a SEG is returned unchanged (validation rejects it with the precise reason).
     """
-    repaired = copy.deepcopy(seg)
+    repaired = _copy_for_repair(seg)
     if str(repaired.get("SOPClassUID", "")) not in SEG_SOP_CLASS_UIDS or "SegmentSequence" not in repaired:
         return RepairResult(repaired, [])
     repairs = [

@@ -1,7 +1,9 @@
 """JSON API of annotation versions, for work without OHIF.
 
 ``POST /api/tasks/{id}/annotations``
-    - ``multipart/form-data``: ``labels`` (a ``.npy`` label array, slices sorted along the slice normal),
+    - ``multipart/form-data``: ``labels`` (a ``.npy`` label array, slices sorted along the slice normal; or a
+      NIfTI label map ``.nii``/``.nii.gz`` indexed [column, row, slice] whose affine and shape must be the
+      source's, see annotations.nifti_upload; told apart by their bytes, not their names),
       ``segments`` (JSON ``{"1": "lesion", ...}``: segment number -> protocol label), optional ``seg_type``
       (BINARY | LABELMAP) and ``series_uid``  -> a SEG version;
     - ``application/json``: ``{"measurements": [{"value_mm", "sop_instance_uid", "points", "tracking_id"?,
@@ -24,6 +26,7 @@ from starlette.datastructures import UploadFile
 
 from pacslabel.annotations import service
 from pacslabel.annotations.models import AnnotationVersion
+from pacslabel.annotations.nifti_upload import is_nifti, save_nifti_label_map
 from pacslabel.dicomweb.multipart import parse_media_type
 from pacslabel.errors import BadInput, Forbidden, NotFound
 from pacslabel.orthanc.client import OrthancClient
@@ -75,7 +78,7 @@ async def _form_seg(request: Request) -> dict[str, Any]:
     form = await request.form(max_files=1, max_fields=8, max_part_size=MAX_FORM_FIELD_BYTES)
     upload = form.get("labels")
     if not isinstance(upload, UploadFile):
-        raise BadInput("Send the label array as a file field named 'labels' (a .npy file).")
+        raise BadInput("Send the label array as a file field named 'labels' (a .npy, .nii or .nii.gz file).")
     raw_segments = form.get("segments")
     if not isinstance(raw_segments, str):
         raise BadInput('Send a form field segments with JSON like {"1": "lesion"}.')
@@ -89,8 +92,11 @@ async def _form_seg(request: Request) -> dict[str, Any]:
     if seg_type not in ("BINARY", "LABELMAP"):
         raise BadInput(f"seg_type must be BINARY or LABELMAP, not {seg_type!r}.")
     series_uid = form.get("series_uid")
+    labels = await upload.read()
     return {
-        "npy": await upload.read(),
+        "npy": labels,
+        # By the bytes; a file named .nii that is not NIfTI takes the NIfTI path too, to be told what it is not.
+        "nifti": is_nifti(labels) or (upload.filename or "").lower().endswith((".nii", ".nii.gz")),
         "segments": segments,
         "seg_type": seg_type,
         "series_uid": series_uid if isinstance(series_uid, str) and series_uid else None,
@@ -113,14 +119,23 @@ async def save_task_annotation(task_id: int, request: Request, session: DbSessio
             return JSONResponse({"detail": "invalid request", "errors": _errors(error)}, status_code=422)
         kind, payload = "sr", {"report": report}
     else:
-        return JSONResponse({"detail": "Send multipart/form-data (a .npy label array) or application/json "
+        return JSONResponse({"detail": "Send multipart/form-data (a .npy or NIfTI label array) or application/json "
                                        "(measurements and answers)."}, status_code=415)
+
+    fixes_param = request.query_params.get("fixes")  # on a review task: the read task the reviewer fixes
+    if fixes_param is not None and not fixes_param.isdigit():
+        return JSONResponse({"detail": f"fixes must be a read task id, not {fixes_param[:32]!r}"}, status_code=422)
+    fixes = int(fixes_param) if fixes_param is not None else None
 
     def work() -> AnnotationVersion:
         task = task_service.task_for_user(session, task_id, user, act=True)
+        if kind == "seg" and payload["nifti"]:
+            return save_nifti_label_map(session, orthanc, user, task, payload["npy"], payload["segments"],
+                                        seg_type=payload["seg_type"], series_uid=payload["series_uid"], fixes=fixes)
         if kind == "seg":
             return service.save_label_array(session, orthanc, user, task, payload["npy"], payload["segments"],
-                                            seg_type=payload["seg_type"], series_uid=payload["series_uid"])
+                                            seg_type=payload["seg_type"], series_uid=payload["series_uid"],
+                                            fixes=fixes)
         body: ReportBody = payload["report"]
         return service.save_measurement_report(
             session, orthanc, user, task, [m.model_dump() for m in body.measurements], body.answers,

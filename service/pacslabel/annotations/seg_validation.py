@@ -2,7 +2,9 @@
 
 Every check raises :class:`AnnotationRejected` with a message that names the attribute, the value found and
 the value expected, so that the STOW answer tells the reader (or the OHIF developer) exactly what is wrong.
-The checks run cheapest first; the pixel data are decoded once, at the end, for the emptiness check.
+The checks run cheapest first. The per-frame functional groups are read once, without a pydicom Dataset per
+nested item (``functional_groups``), and checked as arrays; native pixel data are checked for their length
+and scanned for a set bit as received, never unpacked (compressed ones are decoded).
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
+from pacslabel.annotations import functional_groups as groups
 from pacslabel.annotations.errors import AnnotationRejected
 from pacslabel.annotations.geometry import SourceSeries, format_position
 from pacslabel.annotations.protocol_mapping import ProtocolLabel, find_protocol_label
@@ -22,7 +26,8 @@ from pacslabel.annotations.seg_pixels import (
     LABEL_MAP_SEGMENTATION_STORAGE,
     SEG_SOP_CLASS_UIDS,
     SEGMENTATION_STORAGE,
-    decode_frames,
+    any_pixel_set,
+    pixel_length_problem,
 )
 
 logger = logging.getLogger(__name__)
@@ -95,11 +100,13 @@ def validate_segmentation(
         raise TypeError("The segmentation must be a pydicom Dataset.")
     segmentation_type = _check_sop_class(seg)
     _check_identity(seg, source)
-    _check_references(seg, source)
+    facts = _read_frames(seg)
+    _check_references(seg, source, facts)
     _check_frame_of_reference(seg, source)
     _check_matrix(seg, source)
     segment_labels = _segment_labels(seg)
-    frames = _place_frames(seg, source, segmentation_type, segment_labels, tolerance_mm)
+    frames = _place_frames(seg, source, facts, segmentation_type, segment_labels, tolerance_mm)
+    _check_pixel_length(seg)
     if check_pixels:
         _check_not_empty(seg)
     mapped: dict[int, str] = {}
@@ -165,7 +172,70 @@ def _check_identity(seg: Dataset, source: SourceSeries) -> None:
         raise AnnotationRejected("The SEG's SOPInstanceUID is the UID of a source image.")
 
 
-def _check_references(seg: Dataset, source: SourceSeries) -> None:
+@dataclass(frozen=True)
+class _FrameFacts:
+    """What validation needs of every frame, read in one pass over PerFrameFunctionalGroupsSequence.
+
+    A value is None when neither the frame nor the shared functional groups carry it. Reading the nested
+    pydicom items is the costly part of validating a large SEG; the checks themselves run on arrays.
+    """
+
+    orientations: list[tuple[float, ...] | None]
+    spacings: list[tuple[float, ...] | None]
+    positions: list[tuple[float, ...] | None]
+    segment_numbers: list[int | None]
+    derivation_sources: list[list[str]]
+
+
+# Tags of the functional group macros and the attributes validation reads from them (PS3.3 C.7.6.16.2).
+_PLANE_ORIENTATION, _IMAGE_ORIENTATION = 0x00209116, 0x00200037
+_PIXEL_MEASURES, _PIXEL_SPACING = 0x00289110, 0x00280030
+_PLANE_POSITION, _IMAGE_POSITION = 0x00209113, 0x00200032
+_SEGMENT_IDENTIFICATION, _REFERENCED_SEGMENT_NUMBER = 0x0062000A, 0x0062000B
+_DERIVATION_IMAGE, _SOURCE_IMAGE, _REFERENCED_SOP_INSTANCE = 0x00089124, 0x00082112, 0x00081155
+
+
+def _read_frames(seg: Dataset) -> _FrameFacts:
+    shared = groups.first(seg, 0x52009229)  # SharedFunctionalGroupsSequence
+    # (macro, attribute, reader) of each value; the shared value is read once, not once per frame.
+    wanted = ((_PLANE_ORIENTATION, _IMAGE_ORIENTATION, groups.decimals),
+              (_PIXEL_MEASURES, _PIXEL_SPACING, groups.decimals),
+              (_PLANE_POSITION, _IMAGE_POSITION, groups.decimals),
+              (_SEGMENT_IDENTIFICATION, _REFERENCED_SEGMENT_NUMBER, groups.unsigned_short))
+    shared_values = [read(groups.first(shared, macro), attribute) for macro, attribute, read in wanted]
+
+    def value(frame: groups.Item, index: int) -> Any:
+        # A functional group in the frame's item wins over the shared one (PS3.3 C.7.6.16).
+        macro, attribute, read = wanted[index]
+        found = groups.items(frame, macro)
+        return read(found[0], attribute) if found else shared_values[index]
+
+    facts = _FrameFacts([], [], [], [], [])
+    try:
+        frames = groups.items(seg, 0x52009230)  # PerFrameFunctionalGroupsSequence
+    except Exception as error:  # hostile or broken bytes: pydicom's reader raises several types
+        raise AnnotationRejected(f"PerFrameFunctionalGroupsSequence cannot be read ({type(error).__name__}: "
+                                 f"{str(error)[:200]}).") from error
+    for number, frame in enumerate(frames, start=1):
+        try:
+            facts.orientations.append(value(frame, 0))
+            facts.spacings.append(value(frame, 1))
+            facts.positions.append(value(frame, 2))
+            facts.segment_numbers.append(value(frame, 3))
+            facts.derivation_sources.append([
+                groups.uid(source_image, _REFERENCED_SOP_INSTANCE) or ""
+                for derivation in groups.items(frame, _DERIVATION_IMAGE)
+                for source_image in groups.items(derivation, _SOURCE_IMAGE)
+            ])
+        except AnnotationRejected as rejection:
+            raise AnnotationRejected(f"Frame {number}: {rejection.reason}") from rejection
+        except Exception as error:
+            raise AnnotationRejected(f"The functional groups of frame {number} cannot be read "
+                                     f"({type(error).__name__}: {str(error)[:200]}).") from error
+    return facts
+
+
+def _check_references(seg: Dataset, source: SourceSeries, facts: _FrameFacts) -> None:
     referenced_series = seg.get("ReferencedSeriesSequence") or []
     if not referenced_series:
         raise AnnotationRejected(
@@ -181,15 +251,18 @@ def _check_references(seg: Dataset, source: SourceSeries) -> None:
         )
     known = set(source.sop_instance_uids)
     for item in referenced_series:
-        for instance in item.get("ReferencedInstanceSequence") or []:
-            _check_known_instance(
-                str(instance.get("ReferencedSOPInstanceUID", "")), known, source, "ReferencedSeriesSequence"
-            )
-    for instance in seg.get("SourceImageSequence") or []:
-        _check_known_instance(str(instance.get("ReferencedSOPInstanceUID", "")), known, source, "SourceImageSequence")
-    for number, frame in enumerate(seg.PerFrameFunctionalGroupsSequence, start=1):
-        for uid in _derivation_sources(frame):
-            _check_known_instance(uid, known, source, f"DerivationImageSequence of frame {number}")
+        for instance in groups.items(item, 0x0008114A):  # ReferencedInstanceSequence
+            uid = groups.uid(instance, _REFERENCED_SOP_INSTANCE) or ""
+            if uid not in known:
+                _check_known_instance(uid, known, source, "ReferencedSeriesSequence")
+    for instance in groups.items(seg, _SOURCE_IMAGE):
+        uid = groups.uid(instance, _REFERENCED_SOP_INSTANCE) or ""
+        if uid not in known:
+            _check_known_instance(uid, known, source, "SourceImageSequence")
+    for number, uids in enumerate(facts.derivation_sources, start=1):
+        for uid in uids:
+            if uid not in known:
+                _check_known_instance(uid, known, source, f"DerivationImageSequence of frame {number}")
 
 
 def _check_known_instance(uid: str, known: set[str], source: SourceSeries, where: str) -> None:
@@ -198,14 +271,6 @@ def _check_known_instance(uid: str, known: set[str], source: SourceSeries, where
             f"{where} references SOP instance {uid or '(empty)'}, which does not exist in the source series "
             f"{source.series_instance_uid}."
         )
-
-
-def _derivation_sources(frame: Dataset) -> list[str]:
-    uids = []
-    for derivation in frame.get("DerivationImageSequence") or []:
-        for source_image in derivation.get("SourceImageSequence") or []:
-            uids.append(str(source_image.get("ReferencedSOPInstanceUID", "")))
-    return uids
 
 
 def _check_frame_of_reference(seg: Dataset, source: SourceSeries) -> None:
@@ -226,43 +291,6 @@ def _check_matrix(seg: Dataset, source: SourceSeries) -> None:
         )
 
 
-def functional_group(seg: Dataset, frame: Dataset, keyword: str) -> Dataset | None:
-    """The first item of a functional group macro for one frame: per-frame first, then shared."""
-    for group in (frame, seg.SharedFunctionalGroupsSequence[0] if seg.get("SharedFunctionalGroupsSequence") else None):
-        if group is not None and group.get(keyword):
-            return group[keyword][0]
-    return None
-
-
-def _check_orientation(seg: Dataset, frame: Dataset, number: int, source: SourceSeries) -> None:
-    orientation_item = functional_group(seg, frame, "PlaneOrientationSequence")
-    if orientation_item is None or "ImageOrientationPatient" not in orientation_item:
-        raise AnnotationRejected(f"Frame {number} has no PlaneOrientationSequence (shared or per-frame).")
-    found = np.asarray(orientation_item.ImageOrientationPatient, dtype=np.float64)
-    difference = float(np.max(np.abs(found - np.asarray(source.orientation))))
-    if found.shape != (6,) or difference > ORIENTATION_TOLERANCE:
-        raise AnnotationRejected(
-            f"ImageOrientationPatient of frame {number} ({list(found)}) differs from the source's "
-            f"({list(source.orientation)}) by {difference:.4f}, beyond the tolerance {ORIENTATION_TOLERANCE}."
-        )
-
-
-def _check_pixel_measures(seg: Dataset, frame: Dataset, number: int, source: SourceSeries) -> None:
-    measures = functional_group(seg, frame, "PixelMeasuresSequence")
-    if measures is None or "PixelSpacing" not in measures:
-        raise AnnotationRejected(
-            f"Frame {number} has no PixelSpacing in a PixelMeasuresSequence (shared or per-frame); an OHIF SEG "
-            "must be repaired with repair_ohif_segmentation first."
-        )
-    spacing = tuple(float(v) for v in measures.PixelSpacing)
-    if len(spacing) != 2 or max(abs(a - b) for a, b in zip(spacing, source.pixel_spacing, strict=True)) > (
-        PIXEL_SPACING_TOLERANCE_MM
-    ):
-        raise AnnotationRejected(
-            f"PixelSpacing of frame {number} {list(spacing)} differs from the source's {list(source.pixel_spacing)}."
-        )
-
-
 def _segment_labels(seg: Dataset) -> dict[int, str]:
     labels: dict[int, str] = {}
     for item in seg.SegmentSequence:
@@ -273,72 +301,159 @@ def _segment_labels(seg: Dataset) -> dict[int, str]:
     return labels
 
 
+def _nearest_slices(positions: np.ndarray, source: SourceSeries) -> tuple[np.ndarray, np.ndarray]:
+    """For (frames, 3) positions: the nearest source slice of each and the 3-D distance to it (mm)."""
+    indices = np.empty(len(positions), dtype=np.int64)
+    distances = np.empty(len(positions), dtype=np.float64)
+    chunk = max(1, 4_000_000 // max(1, source.number_of_slices))  # bounds the (chunk, slices, 3) temporary
+    for begin in range(0, len(positions), chunk):
+        block = positions[begin:begin + chunk]
+        norms = np.linalg.norm(block[:, np.newaxis, :] - source.positions[np.newaxis, :, :], axis=2)
+        nearest = np.argmin(norms, axis=1)
+        indices[begin:begin + chunk] = nearest
+        distances[begin:begin + chunk] = norms[np.arange(len(block)), nearest]
+    return indices, distances
+
+
+def _first_bad_vector(values: list[tuple[float, ...] | None], expected: Sequence[float],
+                      tolerance: float) -> tuple[int, float] | None:
+    """(0-based frame, largest difference) of the first frame whose vector is absent, of another length, or
+    further than ``tolerance`` from ``expected`` in some component; None when every frame fits."""
+    width = len(expected)
+    array = np.full((len(values), width), np.nan)
+    for index, value in enumerate(values):
+        if value is not None and len(value) == width:
+            array[index] = value
+    differences = np.max(np.abs(array - np.asarray(expected, dtype=np.float64)), axis=1)
+    bad = np.flatnonzero(~(differences <= tolerance))  # NaN (absent or wrong length) counts as bad
+    if bad.size == 0:
+        return None
+    return int(bad[0]), float(differences[bad[0]])
+
+
 def _place_frames(
     seg: Dataset,
     source: SourceSeries,
+    facts: _FrameFacts,
     segmentation_type: str,
     segment_labels: dict[int, str],
     tolerance_mm: float,
 ) -> tuple[FramePlacement, ...]:
-    frames = seg.PerFrameFunctionalGroupsSequence
     declared = int(seg.get("NumberOfFrames", 0) or 0)
-    if declared != len(frames):
+    count = len(facts.positions)
+    if declared != count:
         raise AnnotationRejected(
             f"NumberOfFrames ({declared}) differs from the number of PerFrameFunctionalGroupsSequence items "
-            f"({len(frames)})."
+            f"({count})."
         )
-    if not frames:
+    if not count:
         raise AnnotationRejected("Empty segmentation: the SEG has no frames.")
-    placements: list[FramePlacement] = []
+    # Each check finds its first failing frame on arrays; the answer names the earliest failing frame (and,
+    # on one frame, the first check in this order), as a frame-by-frame loop would.
+    problems: list[tuple[int, int, str]] = []  # (0-based frame, check order, message)
+
+    bad = _first_bad_vector(facts.orientations, source.orientation, ORIENTATION_TOLERANCE)
+    if bad is not None:
+        index, difference = bad
+        found = facts.orientations[index]
+        if found is None:
+            message = f"Frame {index + 1} has no PlaneOrientationSequence (shared or per-frame)."
+        else:
+            message = (f"ImageOrientationPatient of frame {index + 1} ({list(found)}) differs from the source's "
+                       f"({list(source.orientation)}) by {difference:.4f}, beyond the tolerance "
+                       f"{ORIENTATION_TOLERANCE}.")
+        problems.append((index, 0, message))
+
+    bad = _first_bad_vector(facts.spacings, source.pixel_spacing, PIXEL_SPACING_TOLERANCE_MM)
+    if bad is not None:
+        index, _ = bad
+        spacing = facts.spacings[index]
+        if spacing is None:
+            message = (f"Frame {index + 1} has no PixelSpacing in a PixelMeasuresSequence (shared or per-frame); "
+                       "an OHIF SEG must be repaired with repair_ohif_segmentation first.")
+        else:
+            message = (f"PixelSpacing of frame {index + 1} {list(spacing)} differs from the source's "
+                       f"{list(source.pixel_spacing)}.")
+        problems.append((index, 1, message))
+
+    positions = np.full((count, 3), np.nan)
+    missing_position = None
+    for index, position in enumerate(facts.positions):
+        if position is None or len(position) != 3:
+            missing_position = index if missing_position is None else missing_position
+        else:
+            positions[index] = position
+    if missing_position is not None:
+        problems.append((missing_position, 2,
+                         f"Frame {missing_position + 1} has no ImagePositionPatient in its PlanePositionSequence."))
+    known = np.flatnonzero(~np.isnan(positions[:, 0]))
+    slice_indices = np.full(count, -1, dtype=np.int64)
+    distances = np.full(count, np.nan)
+    slice_indices[known], distances[known] = _nearest_slices(positions[known], source)
+    shifted = np.flatnonzero(distances > tolerance_mm)
+    if shifted.size:
+        index = int(shifted[0])
+        nearest = int(slice_indices[index])
+        problems.append((index, 2,
+                         f"Shifted geometry: frame {index + 1} is {distances[index]:.2f} mm from the nearest source "
+                         f"slice (its ImagePositionPatient {format_position(positions[index])}, the slice's "
+                         f"{format_position(source.positions[nearest])}; tolerance {tolerance_mm} mm)."))
+
+    # A frame may sit exactly on a slice yet name another slice as its source (a whole-slice shift).
+    slice_of_uid = {uid: index for index, uid in enumerate(source.sop_instance_uids)}
+    for index, uids in enumerate(facts.derivation_sources):
+        for uid in uids:
+            referenced = slice_of_uid.get(uid)
+            if referenced is not None and slice_indices[index] >= 0 and referenced != slice_indices[index]:
+                problems.append((index, 3,
+                                 f"Shifted geometry: frame {index + 1} lies on source slice {slice_indices[index] + 1} "
+                                 f"but its DerivationImageSequence names the image of slice {referenced + 1} ({uid})."))
+                break
+        else:
+            continue
+        break
+
+    segment_numbers: list[int | None] = [None] * count
+    if segmentation_type != "LABELMAP":
+        # highdicom puts it in the shared groups when the SEG has a single segment.
+        for index, number in enumerate(facts.segment_numbers):
+            if number is None:
+                problems.append((index, 4, f"Frame {index + 1} has no SegmentIdentificationSequence."))
+                break
+            if number not in segment_labels:
+                problems.append((index, 4, f"Frame {index + 1} references segment {number}, which is not in "
+                                           "SegmentSequence."))
+                break
+        segment_numbers = list(facts.segment_numbers)
+
     seen: dict[tuple[int, int | None], int] = {}
-    for number, frame in enumerate(frames, start=1):
-        _check_orientation(seg, frame, number, source)
-        _check_pixel_measures(seg, frame, number, source)
-        position_item = functional_group(seg, frame, "PlanePositionSequence")
-        if position_item is None or "ImagePositionPatient" not in position_item:
-            raise AnnotationRejected(f"Frame {number} has no ImagePositionPatient in its PlanePositionSequence.")
-        position = [float(v) for v in position_item.ImagePositionPatient]
-        index, distance = source.nearest_slice(position)
-        if distance > tolerance_mm:
-            raise AnnotationRejected(
-                f"Shifted geometry: frame {number} is {distance:.2f} mm from the nearest source slice "
-                f"(its ImagePositionPatient {format_position(position)}, the slice's "
-                f"{format_position(source.positions[index])}; tolerance {tolerance_mm} mm)."
-            )
-        # A frame may sit exactly on a slice yet name another slice as its source (a whole-slice shift).
-        for uid in _derivation_sources(frame):
-            referenced = source.index_of_sop_instance(uid)
-            if referenced is not None and referenced != index:
-                raise AnnotationRejected(
-                    f"Shifted geometry: frame {number} lies on source slice {index + 1} but its "
-                    f"DerivationImageSequence names the image of slice {referenced + 1} ({uid})."
-                )
-        segment_number: int | None = None
-        if segmentation_type != "LABELMAP":
-            # highdicom puts it in the shared groups when the SEG has a single segment.
-            identification = functional_group(seg, frame, "SegmentIdentificationSequence")
-            if identification is None or "ReferencedSegmentNumber" not in identification:
-                raise AnnotationRejected(f"Frame {number} has no SegmentIdentificationSequence.")
-            segment_number = int(identification.ReferencedSegmentNumber)
-            if segment_number not in segment_labels:
-                raise AnnotationRejected(
-                    f"Frame {number} references segment {segment_number}, which is not in SegmentSequence."
-                )
-        key = (index, segment_number)
+    for index in range(count):
+        key = (int(slice_indices[index]), segment_numbers[index])
+        if key[0] < 0:
+            continue
         if key in seen:
-            what = f"segment {segment_number}" if segment_number is not None else "the label map"
-            raise AnnotationRejected(
-                f"Frames {seen[key]} and {number} both hold {what} on source slice {index + 1}; one would overwrite "
-                "the other."
-            )
-        seen[key] = number
-        placements.append(FramePlacement(number, index, segment_number, distance))
-    return tuple(placements)
+            what = f"segment {key[1]}" if key[1] is not None else "the label map"
+            problems.append((index, 5, f"Frames {seen[key]} and {index + 1} both hold {what} on source slice "
+                                       f"{key[0] + 1}; one would overwrite the other."))
+            break
+        seen[key] = index + 1
+
+    if problems:
+        raise AnnotationRejected(min(problems)[2])
+    return tuple(
+        FramePlacement(index + 1, int(slice_indices[index]), segment_numbers[index], float(distances[index]))
+        for index in range(count)
+    )
+
+
+def _check_pixel_length(seg: Dataset) -> None:
+    problem = pixel_length_problem(seg)
+    if problem is not None:
+        raise AnnotationRejected(problem)
 
 
 def _check_not_empty(seg: Dataset) -> None:
-    frames = decode_frames(seg)
-    if frames.size == 0 or not np.any(frames):
+    if not any_pixel_set(seg):
         raise AnnotationRejected("Empty segmentation: every frame of the SEG is zero.")
 
 

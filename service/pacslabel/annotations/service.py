@@ -21,13 +21,15 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from io import BytesIO
 from typing import Any
 
 import highdicom as hd
+import numpy as np
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.sr.coding import Code
 from pydicom.uid import UID
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -36,6 +38,7 @@ from pacslabel.annotations.errors import AnnotationRejected
 from pacslabel.annotations.geometry import SourceSeries
 from pacslabel.annotations.models import AnnotationModality, AnnotationOrigin, AnnotationVersion, task_series_uid
 from pacslabel.annotations.ohif_repairs import repair_ohif_segmentation
+from pacslabel.annotations.part10_splice import ReceivedPart10, encode_part10
 from pacslabel.annotations.protocol_mapping import ProtocolLabel, normalise_label
 from pacslabel.annotations.seg_building import (
     SegType,
@@ -44,6 +47,7 @@ from pacslabel.annotations.seg_building import (
     segment_specs_from_mapping,
 )
 from pacslabel.annotations.seg_pixels import SEG_SOP_CLASS_UIDS
+from pacslabel.annotations.seg_reading import read_segment_masks
 from pacslabel.annotations.seg_validation import validate_segmentation
 from pacslabel.annotations.sr_building import LengthMeasurement, build_measurement_report
 from pacslabel.annotations.versioning import stamp_version
@@ -166,6 +170,139 @@ def author_role(task: Task) -> str:
 def _savable(task: Task) -> bool:
     return task.status in repository.SAVABLE_STATUSES and not (
         task.purpose == TaskPurpose.REPEAT.value and task.status == TaskStatus.OPEN.value)
+
+
+def _slot_reads(session: Session, item_id: int) -> list[Task]:
+    return list(session.scalars(select(Task).where(Task.item_id == item_id, Task.purpose == TaskPurpose.READ.value,
+                                                   Task.slot.is_not(None)).order_by(Task.slot)))
+
+
+def _sop_instance_uids(session: Session, task_id: int) -> set[str]:
+    return set(session.scalars(select(AnnotationVersion.sop_instance_uid).where(AnnotationVersion.task_id == task_id)))
+
+
+def _read_series_and_instances(dataset: Dataset) -> tuple[str, set[str]]:
+    """The dataset's own series and the SOP instances it names as predecessor or reference (a reviewer's
+    edit of a loaded read may carry either)."""
+    named: set[str] = set()
+    for keyword in ("PredecessorDocumentsSequence", "ReferencedSeriesSequence"):
+        for outer in dataset.get(keyword) or []:
+            for series in outer.get("ReferencedSeriesSequence") or [outer]:
+                for ref in series.get("ReferencedSOPSequence") or series.get("ReferencedInstanceSequence") or []:
+                    named.add(str(ref.get("ReferencedSOPInstanceUID", "")))
+    return str(dataset.get("SeriesInstanceUID", "")), named
+
+
+# OHIF 3.12.10 writes a re-saved SEG into a NEW series without PredecessorDocumentsSequence, although it
+# records the loaded SEG as predecessor: `generateSegmentation` assigns the predecessor's series and
+# PredecessorDocumentsSequence to the derivation object, not to its dataset (captured STOW body,
+# tests/browser/test_review_in_ohif.py). A reviewer's edit of a loaded read therefore names no read. What it
+# does carry is the read itself: the slices the reviewer did not touch come back bit for bit (SEG round trips
+# are pixel-exact), while two readers' hand-drawn slices practically never agree pixel for pixel. Overlap
+# (Dice) would not do: two readers who agree well differ from each other about as much as a reviewer's edit
+# differs from its read, and a wrong guess would put a fix into another reader's read.
+
+
+def _foreground(seg: Dataset, source: SourceSeries) -> np.ndarray:
+    """Every voxel of any segment of ``seg`` on the source grid (segment numbers differ between OHIF's
+    renumbered save and the stored read; what was drawn where does not)."""
+    foreground = np.zeros(source.shape, dtype=bool)
+    for mask in read_segment_masks(seg, source).values():
+        foreground |= mask
+    return foreground
+
+
+def unchanged_slices(a: np.ndarray, b: np.ndarray) -> int:
+    """Slices (axis 0) on which something is drawn in ``a`` or ``b`` and the two are identical."""
+    drawn = (a | b).reshape(a.shape[0], -1).any(axis=1)
+    same = (a == b).reshape(a.shape[0], -1).all(axis=1)
+    return int(np.count_nonzero(drawn & same))
+
+
+def read_by_unchanged_slices(session: Session, orthanc: OrthancClient, item: ProjectItem, dataset: Dataset,
+                             reads: Sequence[Task]) -> tuple[Task | None, dict[int, int]]:
+    """The read (of ``reads``) whose latest SEG the SEG ``dataset`` repeats unchanged on the most drawn
+    slices, when exactly one read leads (at least one slice), and the count per read id. A read without a
+    SEG, or drawn on another source series, counts 0. Raises AnnotationRejected when ``dataset`` itself
+    cannot be read onto its source grid (the reason validation would give)."""
+    study_uid = str(dataset.get("StudyInstanceUID", ""))
+    series_uid = _referenced_source_series(dataset, item)
+    source = load_source(orthanc, item, study_uid, series_uid)
+    edited = _foreground(repair_ohif_segmentation(dataset, source).dataset, source)
+    counts: dict[int, int] = {}
+    for read in reads:
+        counts[read.id] = 0
+        version = repository.latest_version(session, read.id, AnnotationModality.SEG.value)
+        if version is None:
+            continue
+        seg = orthanc.retrieve_instance(version.study_instance_uid, version.series_instance_uid,
+                                        version.sop_instance_uid)
+        if _referenced_source_series(seg, item) == series_uid:
+            counts[read.id] = unchanged_slices(edited, _foreground(seg, source))
+    ranked = sorted(reads, key=lambda read: counts[read.id], reverse=True)
+    if not ranked or counts[ranked[0].id] == 0 or (len(ranked) > 1 and counts[ranked[1].id] == counts[ranked[0].id]):
+        return None, counts
+    return ranked[0], counts
+
+
+def fix_target(session: Session, task: Task, dataset: Dataset | None = None, fixes: int | None = None, *,
+               orthanc: OrthancClient | None = None) -> Task:
+    """The task a save on ``task`` becomes a version of: the task itself, except for a review task, whose
+    save is the reviewer's fix of one read of the item (a new version *of the read*, so its reader sees it).
+
+    The read is ``fixes`` (a read task id) when given; otherwise the read whose SEG series the dataset is in
+    or whose version it names (PredecessorDocumentsSequence / references); otherwise the one read of the item
+    that waits for review; with several waiting and ``orthanc`` given, the waiting read whose latest SEG the
+    dataset (a SEG) repeats unchanged on the most slices (:func:`read_by_unchanged_slices`: what OHIF's
+    re-save of a loaded read leaves to go by); with no read waiting, the review task itself (the reviewer's
+    own annotation). Only a submitted read (under review) can be fixed; several waiting reads and no way to
+    tell is a 422.
+    """
+    if task.purpose != TaskPurpose.REVIEW.value:
+        if fixes is not None and fixes != task.id:
+            raise AnnotationRefused(f"Only a review task fixes another task's read; task {task.id} is a "
+                                    f"{task.purpose} task.", 422, NOT_AUTHORIZED)
+        return task
+    reads = _slot_reads(session, task.item_id)
+    waiting = [read for read in reads if read.status == TaskStatus.SUBMITTED.value]
+    if fixes is not None:
+        target = next((read for read in reads if read.id == fixes), None)
+        if target is None:
+            raise AnnotationRefused(f"Task {fixes} is not a read of the item under review (its reads: "
+                                    f"{', '.join(str(r.id) for r in reads) or 'none'}).", 422, DATASET_DOES_NOT_MATCH)
+    else:
+        target = None
+        if dataset is not None:
+            own_series, named = _read_series_and_instances(dataset)
+            study_uid = str(dataset.get("StudyInstanceUID", ""))
+            if own_series in {task_series_uid(study_uid, task.id, kind) for kind in AnnotationModality}:
+                return task  # a new version of the reviewer's own annotation on the review task
+            for read in reads:
+                series = {task_series_uid(study_uid, read.id, kind) for kind in AnnotationModality}
+                if own_series in series or named & _sop_instance_uids(session, read.id):
+                    target = read
+                    break
+        if target is None and len(waiting) == 1:
+            target = waiting[0]
+        if target is None and not waiting:
+            return task  # nothing under review: the reviewer's own annotation, kept on the review task
+        overlap = ""
+        if (target is None and orthanc is not None and dataset is not None
+                and str(dataset.get("SOPClassUID", "")) in SEG_SOP_CLASS_UIDS):
+            target, counts = read_by_unchanged_slices(session, orthanc, repository.item_of(session, task), dataset,
+                                                      waiting)
+            overlap = (" Nor does the SEG repeat one read's latest SEG on more slices than the others (drawn "
+                       "slices identical to task " + ", task ".join(f"{read_id}: {n}" for read_id, n in counts.items())
+                       + ").")
+        if target is None:
+            raise AnnotationRefused(
+                f"This review covers {len(waiting)} reads waiting for review (tasks "
+                f"{', '.join(str(r.id) for r in waiting) or 'none'}): say which read the fix is for "
+                f"(fixes=<read task id>, or save over the read's own SEG).{overlap}", 422, DATASET_DOES_NOT_MATCH)
+    if target.status != TaskStatus.SUBMITTED.value:
+        raise AnnotationRefused(f"Read task {target.id} is {target.status}; a reviewer fixes a read while it is "
+                                "submitted for review.", 409, NOT_AUTHORIZED)
+    return target
 
 
 def find_task(session: Session, user: User, study_instance_uid: str, task: Task | None = None) -> Task:
@@ -311,11 +448,16 @@ def _begin_write(session: Session, task_id: int) -> None:
 _UNSTAMPED = ("PerFrameFunctionalGroupsSequence", "PixelData", "ReferencedSeriesSequence", "SourceImageSequence")
 
 
+_UNSTAMPED_TAGS = frozenset(tag_for_keyword(keyword) for keyword in _UNSTAMPED)
+
+
 def _stamp(dataset: Dataset, **kwargs: Any) -> Dataset:
     light = Dataset()
     heavy = []
-    for element in dataset:
-        if element.keyword in _UNSTAMPED:
+    # get_item, not iteration: iterating a Dataset converts raw elements (300 per-frame items into Datasets).
+    for tag in dataset.keys():
+        element = dataset.get_item(tag)
+        if tag in _UNSTAMPED_TAGS:
             heavy.append(element)
         else:
             light.add(element)
@@ -328,10 +470,10 @@ def _stamp(dataset: Dataset, **kwargs: Any) -> Dataset:
     return stamped
 
 
-def _part10(ds: Dataset) -> bytes:
-    buffer = BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+def _part10(ds: Dataset, received: ReceivedPart10 | None = None) -> bytes:
+    # With the bytes the instance arrived in (STOW), only the changed header elements are encoded again;
+    # the per-frame groups and pixel data are copied (annotations.part10_splice).
+    return encode_part10(ds, received)
 
 
 def _invalidate_metadata_cache(study_uid: str, series_uid: str) -> None:
@@ -350,7 +492,8 @@ def _invalidate_metadata_cache(study_uid: str, series_uid: str) -> None:
 
 @dataclass(frozen=True)
 class _Prepared:
-    task: Task
+    task: Task  # the task the user acts on
+    target: Task  # the task the version belongs to (the read, for a reviewer's fix; else the same task)
     study_uid: str
     modality: AnnotationModality
     dataset: Dataset
@@ -377,12 +520,14 @@ def prepare_annotation(
     *,
     task: Task | None = None,
     source: SourceSeries | None = None,
+    fixes: int | None = None,
 ) -> _Prepared:
     """Every check of a save, without storing anything. Raises AnnotationRejected / Forbidden / Conflict."""
     dataset = _plain(dataset)
     modality = modality_of(dataset)
     study_uid = str(dataset.get("StudyInstanceUID", ""))
     task = find_task(session, user, study_uid, task)
+    target = fix_target(session, task, dataset, fixes, orthanc=orthanc)
     item = repository.item_of(session, task)
     repairs: list[str] = []
     if modality == AnnotationModality.SEG:
@@ -391,7 +536,7 @@ def prepare_annotation(
         if not given:
             source = load_source(orthanc, item, study_uid, series_uid)
         assert source is not None
-        labels = protocol_labels(repository.protocol_of(session, task))
+        labels = protocol_labels(repository.protocol_of(session, target))
         try:
             repaired = repair_ohif_segmentation(dataset, source, protocol_labels=labels or None)
             validate_segmentation(repaired.dataset, source, protocol_labels=labels or None)
@@ -404,9 +549,9 @@ def prepare_annotation(
             validate_segmentation(repaired.dataset, source, protocol_labels=labels or None)
         dataset, repairs = repaired.dataset, repaired.repairs
     else:
-        own = [task_series_uid(study_uid, task.id, kind) for kind in AnnotationModality]
+        own = [task_series_uid(study_uid, target.id, kind) for kind in AnnotationModality]
         _check_sr(dataset, item, study_uid, own)
-    return _Prepared(task, study_uid, modality, dataset, repairs)
+    return _Prepared(task, target, study_uid, modality, dataset, repairs)
 
 
 def save_annotation(
@@ -418,21 +563,32 @@ def save_annotation(
     task: Task | None = None,
     origin: AnnotationOrigin | str,
     source: SourceSeries | None = None,
+    fixes: int | None = None,
+    received: ReceivedPart10 | None = None,
 ) -> AnnotationVersion:
     """Validate ``dataset`` (a SEG or SR) and store it as the next version of the user's task; commits.
 
     ``task``: the task to save on (API path); None finds the user's open task for the dataset's study (STOW).
     ``source``: the source series when the caller has it already (API path, saves a metadata round trip).
+    ``fixes``: on a review task, the read task the reviewer fixes (see :func:`fix_target`); the version is
+    the read's next version, authored by the reviewer, in the read's own series.
+    ``received``: the Part-10 bytes ``dataset`` was read from (STOW), reused when encoding the version.
     """
     origin = AnnotationOrigin(origin)
-    prepared = prepare_annotation(session, orthanc_client, user, dataset, task=task, source=source)
-    task = prepared.task
+    prepared = prepare_annotation(session, orthanc_client, user, dataset, task=task, source=source, fixes=fixes)
+    acting = prepared.task
+    task = prepared.target
     modality = prepared.modality
     series_uid = task_series_uid(prepared.study_uid, task.id, modality)
-    role = author_role(task)
+    role = author_role(acting)
     _begin_write(session, task.id)
     session.refresh(task)
-    if not _savable(task):  # submitted (or skipped) while this save was being checked
+    if acting is not task:
+        session.refresh(acting)
+        if not _savable(acting) or task.status != TaskStatus.SUBMITTED.value:  # decided while being checked
+            raise Conflict(f"read task {task.id} is {task.status} and review task {acting.id} is {acting.status}; "
+                           "the fix is too late")
+    elif not _savable(task):  # submitted (or skipped) while this save was being checked
         raise Conflict(f"task {task.id} is {task.status}; it no longer takes annotations")
     for attempt in range(1, SAVE_ATTEMPTS + 1):
         previous = repository.latest_version(session, task.id, modality.value)
@@ -447,7 +603,7 @@ def save_annotation(
             predecessor_sop_instance_uid=previous.sop_instance_uid if previous else None,
             predecessor_sop_class_uid=previous.sop_class_uid if previous else None,
         )
-        data = _part10(stamped)
+        data = _part10(stamped, received)
         row = AnnotationVersion(
             task_id=task.id,
             study_instance_uid=prepared.study_uid,
@@ -478,7 +634,8 @@ def save_annotation(
     stored = orthanc_client.store_instance(data)
     row.orthanc_id = stored.orthanc_id
     record(session, user.username, "annotation_save", "task", task.id, version=number, modality=modality.value,
-           sop_instance_uid=row.sop_instance_uid, origin=origin.value, repairs=len(prepared.repairs))
+           sop_instance_uid=row.sop_instance_uid, origin=origin.value, repairs=len(prepared.repairs),
+           **({"fix_by_review_task": acting.id, "predecessor_id": row.predecessor_id} if acting is not task else {}))
     session.flush()
     session.commit()
     logger.info("task %s: stored %s version %s (%s, %d bytes)", task.id, modality.value, number,
@@ -511,10 +668,13 @@ def save_label_array(
     *,
     seg_type: SegType = "BINARY",
     series_uid: str | None = None,
+    fixes: int | None = None,
 ) -> AnnotationVersion:
-    """Build a SEG from a ``.npy`` label array (slices sorted along the normal) and save it as a version."""
+    """Build a SEG from a ``.npy`` label array (slices sorted along the normal) and save it as a version
+    (on a review task: the reviewer's fix of read ``fixes``, see :func:`fix_target`)."""
     find_task(session, user, repository.study_uid_of(session, repository.item_of(session, task)), task)
-    labels = protocol_labels(repository.protocol_of(session, task))
+    target = fix_target(session, task, None, fixes)
+    labels = protocol_labels(repository.protocol_of(session, target))
     if not labels:
         raise AnnotationRefused("The task's protocol has no segment labels to build a segmentation with.")
     if not segments:
@@ -524,14 +684,15 @@ def save_label_array(
     array = label_array_from_npy(npy, source, [spec.number for spec in specs])
     seg = build_segmentation(
         array, source, specs,
-        series_instance_uid=task_series_uid(study_uid, task.id, AnnotationModality.SEG),
+        series_instance_uid=task_series_uid(study_uid, target.id, AnnotationModality.SEG),
         series_number=SERIES_NUMBERS[AnnotationModality.SEG],
         instance_number=1,  # stamped with the real version number by save_annotation
         author=user.username,
         seg_type=seg_type,
         series_description="pacslabel segmentation",
     )
-    return save_annotation(session, orthanc_client, user, seg, task=task, origin=AnnotationOrigin.API, source=source)
+    return save_annotation(session, orthanc_client, user, seg, task=task, origin=AnnotationOrigin.API, source=source,
+                           fixes=target.id if target is not task else None)
 
 
 def save_measurement_report(

@@ -2,7 +2,9 @@
 
 Every part goes through :func:`pacslabel.annotations.service.save_annotation`: it must be a SEG or SR of
 the caller's open task, pass validation, and is stored as a NEW version (new SOP Instance UID in the task's
-own series); nothing else is ever written to Orthanc through this door.
+own series); nothing else is ever written to Orthanc through this door. The stored file re-encodes only the
+header elements the save changes; the per-frame groups and pixel data are the bytes that arrived
+(``annotations.part10_splice``).
 
 Answer (PS3.18 Table 10.5.3-1 and §10.5.3.1; a choice where the standard leaves room):
 
@@ -22,17 +24,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from io import BytesIO
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydicom import dcmread
-from pydicom.dataset import Dataset
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from pacslabel.annotations.models import AnnotationOrigin
+from pacslabel.annotations.part10_splice import ReceivedPart10, read_part10
 from pacslabel.annotations.service import (
     CANNOT_UNDERSTAND,
     DATASET_DOES_NOT_MATCH,
@@ -101,12 +101,14 @@ async def read_body_limited(request: Request, limit: int) -> bytes:
             raise BadInput("Content-Length is not a number.") from None
         if length > limit:
             raise PayloadTooLarge(f"The STOW request is {length} bytes; the limit is {limit} bytes.")
-    body = bytearray()
+    chunks: list[bytes] = []
+    size = 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
             raise PayloadTooLarge(f"The STOW request exceeds the limit of {limit} bytes.")
-    return bytes(body)
+    return b"".join(chunks)  # the one copy of the body (a growing bytearray would copy it again and again)
 
 
 def _us(value: int) -> dict[str, Any]:
@@ -152,22 +154,23 @@ def stow_response(base_url: str, stored: list[Stored], failed: list[Failed]) -> 
     return status, body
 
 
-def _read_part(index: int, part: Part) -> Dataset:
+def _read_part(index: int, part: Part) -> ReceivedPart10:
     if part.content_type not in (None, "application/dicom"):
         raise _PartFailure(SOP_CLASS_NOT_SUPPORTED,
                            f"Part {index} is {part.content_type}, not application/dicom.")
     try:
-        dataset = dcmread(BytesIO(part.content))
+        # The received bytes are kept: the stored version reuses those of every element it does not change.
+        received = read_part10(part.content)
     except Exception as error:  # pydicom raises several types for bad bytes; all mean the same here
         raise _PartFailure(CANNOT_UNDERSTAND,
                            f"Part {index} is not a DICOM Part-10 instance ({type(error).__name__}: "
                            f"{str(error)[:200]}).") from error
     # pydicom stops quietly at the end of a truncated file; an instance without its identity is not one.
-    missing = [keyword for keyword in REQUIRED_IDENTITY if not dataset.get(keyword)]
+    missing = [keyword for keyword in REQUIRED_IDENTITY if not received.dataset.get(keyword)]
     if missing:
         raise _PartFailure(CANNOT_UNDERSTAND, f"Part {index} is not a complete DICOM instance (no "
                                               f"{', '.join(missing)}); it may be truncated.")
-    return dataset
+    return received
 
 
 class _PartFailure(Exception):
@@ -188,7 +191,8 @@ def store_parts(session: Session, orthanc: OrthancClient, user: User, parts: lis
         sop_class: str | None = None
         sop_instance: str | None = None
         try:
-            dataset = _read_part(index, part)
+            received = _read_part(index, part)
+            dataset = received.dataset
             sop_class = str(dataset.get("SOPClassUID", "")) or None
             sop_instance = str(dataset.get("SOPInstanceUID", "")) or None
             study_uid = str(dataset.get("StudyInstanceUID", ""))
@@ -196,7 +200,7 @@ def store_parts(session: Session, orthanc: OrthancClient, user: User, parts: lis
                 raise _PartFailure(DATASET_DOES_NOT_MATCH,
                                    f"Part {index}: StudyInstanceUID {study_uid or '(missing)'} differs from the "
                                    f"study in the request URL {path_study_uid}.")
-            row = save_annotation(session, orthanc, user, dataset, origin=AnnotationOrigin.OHIF)
+            row = save_annotation(session, orthanc, user, dataset, origin=AnnotationOrigin.OHIF, received=received)
             stored.append(Stored(row.study_instance_uid, row.series_instance_uid, row.sop_class_uid,
                                  row.sop_instance_uid))
         except _PartFailure as failure:
