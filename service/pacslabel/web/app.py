@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,6 +33,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
         app.state.orthanc = OrthancClient.from_settings(settings)
+        # Everything alive after start-up (modules, routes, DICOM dictionaries) lives as long as the process:
+        # keep it out of the collector's full passes, which otherwise paused one STOW in five by ~0.2 s.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
