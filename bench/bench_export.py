@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import logging
-import socket
 import statistics
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from pydicom import dcmread
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared world builder lives under tests/
 
 from tests.export.snapshot_world import build_world  # noqa: E402
+from tests.fixtures.orthanc import orthanc_test_settings  # noqa: E402
 
 from pacslabel.annotations.geometry import SourceSeries  # noqa: E402
 from pacslabel.annotations.nifti_geometry import affine_for, to_nifti_array  # noqa: E402
@@ -45,14 +45,7 @@ from pacslabel.export.manifest import parse_manifest  # noqa: E402
 from pacslabel.export.nifti import GZIP_LEVEL, modality_volume  # noqa: E402
 from pacslabel.orthanc.client import OrthancClient  # noqa: E402
 from pacslabel.orthanc.supervisor import OrthancProcess  # noqa: E402
-from pacslabel.settings import Settings  # noqa: E402
 from pacslabel.users.models import User  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def anchor_from_files(tree: Path, out: Path) -> int:
@@ -86,10 +79,9 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
         root = Path(tmp)
-        settings = Settings(env="test", var_dir=root / "var", log_format="text", log_level="WARNING",  # type: ignore[call-arg]
-                            orthanc_url=f"http://127.0.0.1:{free_port()}", orthanc_dicom_port=free_port(),
-                            orthanc_password="bench-password", session_secret="bench",
-                            pseudonym_key="bench-pseudonym-key", scp_port=free_port())
+        # The tests' managed-Orthanc settings (free ports, test secrets) with the service's default timeouts.
+        settings = orthanc_test_settings(root / "var", log_level="WARNING", orthanc_timeout_s=30.0,
+                                         orthanc_startup_timeout_s=60.0)
         url = f"sqlite:///{root / 'pacslabel.db'}"
         upgrade_to_head(url)
         engine = create_db_engine(url)

@@ -24,8 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
 from pacslabel.db import create_db_engine, make_sessionmaker
@@ -34,6 +33,10 @@ from pacslabel.ingest.models import IngestItem, ItemStatus
 from pacslabel.orthanc.client import OrthancClient
 from pacslabel.orthanc.supervisor import OrthancProcess
 from pacslabel.settings import Settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shared CT factory lives under tests/
+
+from tests.fixtures.series import Identity, ct_slice  # noqa: E402
 
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 
@@ -50,26 +53,15 @@ def write_series(directory: Path, count: int) -> list[Path]:
     rng = np.random.default_rng(7)
     study, series, frame = generate_uid(), [generate_uid() for _ in range(3)], generate_uid()
     base = (rng.normal(0, 30, (512, 512)) + 40).astype(np.int16)
+    identity = Identity(patient_name="Bench^Patient", patient_id="BENCH001", patient_birth_date="19600101",
+                        patient_sex="M", study_date="20240105", study_time="101010", accession_number="ACC001",
+                        study_id="1", referring_physician_name="Doe^John")
     paths = []
-    for n in range(count):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series[n % 3], frame
-        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Bench^Patient", "BENCH001", "19600101", "M"
-        ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.StudyID = "20240105", "101010", "ACC001", "1"
-        ds.ReferringPhysicianName, ds.InstitutionName = "Doe^John", "General Hospital"
-        ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "CT", n % 3 + 1, n // 3 + 1
-        ds.ImagePositionPatient, ds.ImageOrientationPatient = [0.0, 0.0, float(n)], [1.0, 0, 0, 0, 1.0, 0]
-        ds.PixelSpacing, ds.SliceThickness, ds.KVP = [0.7, 0.7], 1.0, 120
-        ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.Rows, ds.Columns = 1, "MONOCHROME2", 512, 512
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-        ds.PixelData = np.roll(base, n, axis=0).tobytes()
+    for n in range(count):  # three series interleaved, as a scanner sends them
+        ds = ct_slice(study_instance_uid=study, series_instance_uid=series[n % 3], frame_of_reference_uid=frame,
+                      series_number=n % 3 + 1, instance_number=n // 3 + 1, pixels=np.roll(base, n, axis=0),
+                      position=(0.0, 0.0, float(n)), pixel_spacing=(0.7, 0.7), identity=identity,
+                      InstitutionName="General Hospital")
         path = directory / f"{n:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)

@@ -28,7 +28,6 @@ import argparse
 import base64
 import os
 import re
-import secrets
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from playwright.sync_api import Browser, ConsoleMessage, sync_playwright
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from tests.fixtures.orthanc import orthanc_test_settings  # noqa: E402
 from tests.fixtures.series import bench_ct_series  # noqa: E402
 
 from bench_gateway import _reader_with_task, _start_gateway, free_port  # noqa: E402
@@ -52,7 +52,6 @@ from pacslabel.db import create_db_engine, make_sessionmaker, session_scope  # n
 from pacslabel.db.migrate import upgrade_to_head  # noqa: E402
 from pacslabel.orthanc.client import OrthancClient  # noqa: E402
 from pacslabel.orthanc.supervisor import OrthancProcess  # noqa: E402
-from pacslabel.settings import Settings  # noqa: E402
 from pacslabel.users import service as user_service  # noqa: E402
 from pacslabel.web.ohif_hosting import OHIF_PREFIX, prepare_ohif_dist  # noqa: E402
 
@@ -232,11 +231,11 @@ def main() -> None:
         var = Path(tmp) / "var"
         db_url = f"sqlite:///{Path(tmp) / 'pacslabel.db'}"
         upgrade_to_head(db_url)
-        settings = Settings(env="test", var_dir=var, log_format="text", database_url=db_url,
-                            orthanc_url=f"http://127.0.0.1:{free_port()}", orthanc_dicom_port=free_port(),
-                            orthanc_password=f"bench-{secrets.token_hex(8)}", session_secret="bench-session",
-                            pseudonym_key="bench-key", scp_port=free_port(), orthanc_startup_timeout_s=30.0,
-                            ohif_dist_dir=OHIF_DIST)
+        # The tests' managed-Orthanc settings (free ports, a random password); the gateway's secrets as
+        # _start_gateway gives them to its process, the service's request timeout.
+        settings = orthanc_test_settings(var, database_url=db_url, session_secret="bench-session",
+                                         pseudonym_key="bench-key", orthanc_timeout_s=30.0,
+                                         orthanc_startup_timeout_s=30.0, ohif_dist_dir=OHIF_DIST)
         # The same prepared copy for both sides: pacslabel finds it already prepared (same digest) under var.
         served = prepare_ohif_dist(OHIF_DIST, var / "ohif-served")
         with (OrthancProcess(settings, grace_period_s=5.0),

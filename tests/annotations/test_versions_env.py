@@ -7,7 +7,6 @@ Imported by tests/annotations/test_versions*.py and tests/dicomweb/test_stow*.py
 from __future__ import annotations
 
 import copy
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -26,8 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from pacslabel.annotations.geometry import SourceSeries
 from pacslabel.annotations.routes import router as annotations_router
 from pacslabel.annotations.seg_building import SegmentSpec, build_segmentation
-from pacslabel.catalog.models import CatalogPatient, CatalogSeries, CatalogStudy
-from pacslabel.db import create_db_engine, make_sessionmaker, session_scope
+from pacslabel.catalog.models import CatalogStudy
+from pacslabel.db import session_scope
 from pacslabel.db.base import utcnow
 from pacslabel.dicomweb.multipart import encode_multipart_related
 from pacslabel.dicomweb.stow import stow_router
@@ -35,11 +34,18 @@ from pacslabel.orthanc.client import OrthancClient
 from pacslabel.projects.models import ProjectItem
 from pacslabel.settings import Settings
 from pacslabel.tasks.models import Task
-from pacslabel.users import service as user_service
 from pacslabel.web.app import create_app
 from tests.annotations.conftest import ABNORMAL, CYST, LIVER, NEOPLASM, ORGAN, sparse_labels
-from tests.annotations.sources import make_ct_series
-from tests.fixtures.orthanc import RunningOrthanc, dataset_bytes
+from tests.fixtures.orthanc import RunningOrthanc
+from tests.fixtures.worlds import (
+    add_study_item,
+    add_users,
+    bearer,
+    open_task,
+    store_ct_study,
+    world_database,
+    world_settings,
+)
 from tests.projects.helpers import apply_dict, project_dict
 
 SEGMENT_SPECS = [
@@ -83,42 +89,13 @@ class Env:
     studies: dict[str, StudyFixture] = field(default_factory=dict)
 
 
-def _store_study(session: Session, orthanc: OrthancClient, name: str) -> tuple[list[Dataset], CatalogStudy]:
-    datasets = make_ct_series()
-    for ds in datasets:
-        orthanc.store_instance(dataset_bytes(ds))
-    at = utcnow()
-    patient = CatalogPatient(pseudonym=f"PSEUDO-{name}-{datasets[0].StudyInstanceUID[-8:]}", first_received_at=at)
-    session.add(patient)
-    session.flush()
-    study = CatalogStudy(study_instance_uid=str(datasets[0].StudyInstanceUID), patient_id=patient.id,
-                         first_received_at=at)
-    session.add(study)
-    session.flush()
-    session.add(CatalogSeries(series_instance_uid=str(datasets[0].SeriesInstanceUID), study_id=study.id,
-                              modality="CT", body_part="ABDOMEN", manufacturer="pacslabel-tests",
-                              description="synthetic", route="liver-ct", instance_count=len(datasets),
-                              first_received_at=at, last_received_at=at))
-    session.flush()
-    return datasets, study
-
-
 def add_task(session: Session, project_id: int, protocol_version: int, study: CatalogStudy, series_uid: str,
              reader_id: int, *, purpose: str = "read", status: str = "in_progress") -> Task:
     item = session.query(ProjectItem).filter_by(project_id=project_id, unit_uid=study.study_instance_uid).first()
     if item is None:
-        item = ProjectItem(project_id=project_id, unit="study", unit_uid=study.study_instance_uid,
-                           study_id=study.id, patient_id=study.patient_id, series_uids=[series_uid],
-                           split="train", stage="continuous",
-                           order_key=hashlib.sha256(study.study_instance_uid.encode()).hexdigest(),
-                           released_at=utcnow())
-        session.add(item)
-        session.flush()
-    task = Task(project_id=project_id, item_id=item.id, reader_id=reader_id, purpose=purpose, slot=None,
-                status=status, protocol_version=protocol_version)
-    session.add(task)
-    session.flush()
-    return task
+        item = add_study_item(session, project_id, study, [series_uid], split="train", released_at=utcnow())
+    return open_task(session, project_id, item.id, reader_id, purpose=purpose, status=status,
+                     protocol_version=protocol_version)
 
 
 def build_app(settings: Settings) -> FastAPI:
@@ -133,29 +110,26 @@ def build_app(settings: Settings) -> FastAPI:
 
 @pytest.fixture
 def env(orthanc: RunningOrthanc, db_url: str, tmp_path: Path) -> Iterator[Env]:
-    settings = orthanc.settings.model_copy(update={"database_url": db_url, "var_dir": tmp_path / "var"})
-    engine = create_db_engine(db_url)
-    sessions = make_sessionmaker(engine)
     headers: dict[str, dict[str, str]] = {}
     studies: dict[str, StudyFixture] = {}
-    with session_scope(sessions) as session:
-        users = {}
-        for name, role in (("admin1", "admin"), ("reader1", "annotator"), ("reader2", "annotator")):
-            users[name] = user_service.create_user(session, name, role, "a long enough password")
-            headers[name] = {"Authorization": f"Bearer {user_service.create_api_token(session, name)}"}
-        project = apply_dict(session, project_dict(
-            slug="liver", name="Liver", selection={"item": "study", "routes": ["liver-ct"], "modalities": ["CT"]},
-            protocol=protocol()))
-        for name, reader in (("A", "reader1"), ("B", "reader2")):
-            datasets, study = _store_study(session, orthanc.client, name)
-            task = add_task(session, project.id, project.protocol_version, study,
-                            str(datasets[0].SeriesInstanceUID), users[reader].id)
-            studies[name] = StudyFixture(datasets, SourceSeries.from_instances(datasets), study.study_instance_uid,
-                                         str(datasets[0].SeriesInstanceUID), task.id, reader)
-    app = build_app(settings)
-    with TestClient(app) as client:
-        yield Env(client, app, orthanc.client, sessions, headers, studies)
-    engine.dispose()
+    with world_database(db_url) as sessions:
+        with session_scope(sessions) as session:
+            users, tokens = add_users(session, [("admin1", "admin"), ("reader1", "annotator"),
+                                                ("reader2", "annotator")])
+            headers.update({name: bearer(token) for name, token in tokens.items()})
+            project = apply_dict(session, project_dict(
+                slug="liver", name="Liver", selection={"item": "study", "routes": ["liver-ct"], "modalities": ["CT"]},
+                protocol=protocol()))
+            for name, reader in (("A", "reader1"), ("B", "reader2")):
+                datasets, study = store_ct_study(session, orthanc.client, name)
+                task = add_task(session, project.id, project.protocol_version, study,
+                                str(datasets[0].SeriesInstanceUID), users[reader].id)
+                studies[name] = StudyFixture(datasets, SourceSeries.from_instances(datasets),
+                                             study.study_instance_uid, str(datasets[0].SeriesInstanceUID), task.id,
+                                             reader)
+        app = build_app(world_settings(orthanc, db_url, tmp_path / "var"))
+        with TestClient(app) as client:
+            yield Env(client, app, orthanc.client, sessions, headers, studies)
 
 
 def make_seg(study: StudyFixture, *, seg_type: str = "BINARY", labels: np.ndarray | None = None,

@@ -32,12 +32,11 @@ from pacslabel.annotations.models import AnnotationVersion, task_series_uid
 from pacslabel.catalog.models import CatalogPatient, CatalogSeries, CatalogStudy
 from pacslabel.dicomweb.routes import router as dicomweb_router
 from pacslabel.orthanc.client import OrthancClient
-from pacslabel.projects.models import Project, ProjectItem
+from pacslabel.projects.models import Project
 from pacslabel.settings import Settings
-from pacslabel.tasks.models import Task
-from pacslabel.users import service as user_service
 from pacslabel.web.app import create_app
 from tests.annotations.sources import make_ct_series
+from tests.fixtures.worlds import add_study_item, add_users, open_task
 
 LESION = Code("49755003", "SCT", "Morphologically Abnormal Structure")
 NEOPLASM = Code("108369006", "SCT", "Neoplasm")
@@ -102,11 +101,7 @@ USERS = {"admin": "admin", "reader_a": "annotator", "reader_b": "annotator", "re
 
 def build_database(session: Session, world: OrthancWorld) -> dict[str, str]:
     """Catalogue, project, item, tasks and annotation versions; returns bearer tokens by user name."""
-    tokens: dict[str, str] = {}
-    users = {}
-    for name, role in USERS.items():
-        users[name] = user_service.create_user(session, name, role)  # tokens only: no password hashing
-        tokens[name] = user_service.create_api_token(session, name)
+    users, tokens = add_users(session, USERS.items(), password=None)  # tokens only: no password hashing
     session.flush()
     patient = CatalogPatient(pseudonym="P-gateway")
     session.add(patient)
@@ -123,17 +118,12 @@ def build_database(session: Session, world: OrthancWorld) -> dict[str, str]:
     project = Project(slug="gateway", name="Gateway", definition={}, definition_sha256="0" * 64)
     session.add(project)
     session.flush()
-    item = ProjectItem(project_id=project.id, unit="study", unit_uid=world.study, study_id=studies[world.study].id,
-                       patient_id=patient.id, series_uids=[world.source.series], split="train",
-                       stage="continuous", order_key="k")
-    session.add(item)
-    session.flush()
+    item = add_study_item(session, project.id, studies[world.study], [world.source.series], split="train",
+                          released_at=None, order_key="k")
     purposes = {"reader_a": ("read", 0), "reader_b": ("read", 1), "reviewer": ("review", 0),
                 "arbiter": ("arbitration", 0)}
     for name, (purpose, slot) in purposes.items():
-        session.add(Task(id=TASK_IDS[name], project_id=project.id, item_id=item.id, reader_id=users[name].id,
-                         purpose=purpose, slot=slot, status="in_progress", protocol_version=1))
-    session.flush()
+        open_task(session, project.id, item.id, users[name].id, purpose=purpose, slot=slot, task_id=TASK_IDS[name])
     for name, seg in (("reader_a", world.seg_a), ("reader_b", world.seg_b)):
         session.add(AnnotationVersion(
             task_id=TASK_IDS[name], study_instance_uid=seg.study, series_instance_uid=seg.series,

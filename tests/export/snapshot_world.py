@@ -194,11 +194,17 @@ def build_world(sessions: sessionmaker[Session], orthanc: OrthancClient, *, slug
     return world
 
 
+
+@dataclass
+class ServedWorld:
+    client: TestClient
+    world: World
+
+
 @contextmanager
-def served_world(orthanc: RunningOrthanc, db_url: str, var_dir: Path, **options: Any
-                 ) -> Iterator[tuple[TestClient, World]]:
+def served_world(orthanc: RunningOrthanc, db_url: str, var_dir: Path, **options: Any) -> Iterator[ServedWorld]:
     """:func:`build_world` on this test's database and the app in front of it; the engine is disposed after."""
     with world_database(db_url) as sessions:
         world = build_world(sessions, orthanc.client, **options)
         with TestClient(create_app(world_settings(orthanc, db_url, var_dir))) as client:
-            yield client, world
+            yield ServedWorld(client, world)

@@ -9,31 +9,25 @@ import io
 import json
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
 from pacslabel.annotations.nifti_geometry import to_nifti_array
 from pacslabel.export.datalist import datalist_problems
 from pacslabel.export.manifest import parse_manifest
-from tests.export.snapshot_world import PIXEL_SPACING, SLICE_SPACING, World, WorldItem, served_world
+from tests.export.snapshot_world import PIXEL_SPACING, SLICE_SPACING, ServedWorld, World, WorldItem, served_world
 from tests.fixtures.orthanc import RunningOrthanc
 
-
-@dataclass
-class Env:
-    client: TestClient
-    world: World
+Env = ServedWorld  # the client and the world of one test
 
 
 @pytest.fixture
 def env(orthanc: RunningOrthanc, db_url: str, tmp_path: Path) -> Iterator[Env]:
-    with served_world(orthanc, db_url, tmp_path / "var", slug="nifti-export") as (client, world):
-        yield Env(client, world)
+    with served_world(orthanc, db_url, tmp_path / "var", slug="nifti-export") as served:
+        yield served
 
 
 def _dicom_affine(item: WorldItem) -> np.ndarray:

@@ -9,11 +9,9 @@ import io
 import json
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 from pydicom import dcmread
 from sqlalchemy import select
 
@@ -34,20 +32,16 @@ from pacslabel.export.snapshots import rebuild_manifest
 from pacslabel.review import workflow
 from pacslabel.review.models import ConsensusResult, FinalSource
 from pacslabel.users.models import User
-from tests.export.snapshot_world import World, add_read, add_released_item, create_project, served_world
+from tests.export.snapshot_world import ServedWorld, add_read, add_released_item, create_project, served_world
 from tests.fixtures.orthanc import RunningOrthanc
 
-
-@dataclass
-class Env:
-    client: TestClient
-    world: World
+Env = ServedWorld  # the client and the world of one test
 
 
 @pytest.fixture
 def env(orthanc: RunningOrthanc, db_url: str, tmp_path: Path) -> Iterator[Env]:
-    with served_world(orthanc, db_url, tmp_path / "var") as (client, world):
-        yield Env(client, world)
+    with served_world(orthanc, db_url, tmp_path / "var") as served:
+        yield served
 
 
 def _create(env: Env, user: str, *, include_test: bool = False, project: str | int | None = None) -> dict:
