@@ -1,11 +1,15 @@
 """The reviewer's work in the real browser (issue 5): a reader reads in OHIF, saves twice and submits; a second
-reader's read of the same item waits for review too. The reviewer logs in, presses N, and from the review page
+reader's read of the same item waits for review too. The reviewer logs in, sees both reads in the review queue
+(oldest submission first), presses N, and from the review page
 opens *one* read in OHIF: the viewer shows that reader's latest SEG and nothing of the other reader. The
 reviewer hydrates it, paints more voxels and saves with OHIF's own store (STOW): the save becomes version 3 of
 the *read*, authored by the reviewer, with the reader's version 2 as predecessor (API and database); the
 reader's version is still retrievable, unchanged. The reader logs in again: the task page shows what changed
 (the numbers equal `/api/tasks/{id}/changes` and an independent count of the painted voxels) and the
-reviewer's comment. The reviewer approves the fixed read.
+reviewer's comment. The reviewer approves the fixed read with the review page's button (R first jumps to the
+rejection reason of the read waiting longest); the decision in the database is the approval of the fix. The key
+A approves the other read, the item's last: the page shows the consensus, the arbitration task and the final
+label the workflow made (the database agrees).
 
 Attribution is the point: two reads wait for review, so the gateway cannot fall back on "the one read waiting";
 it must recognise the read from what OHIF sends. The test captures the STOW body and checks what OHIF 3.12
@@ -14,8 +18,8 @@ new series without PredecessorDocumentsSequence, so nothing in it names the read
 recognises the read by the slices the edit repeats unchanged from the read's latest SEG.
 
 Real pieces: Orthanc (session fixture), uvicorn running `create_app(settings)`, SQLite, Debian chromium through
-Playwright. Screenshots in test-artifacts/ (review-page, review-viewer-read, review-viewer-fixed,
-review-reader-changes).
+Playwright. Screenshots in test-artifacts/ (review-queue, review-page, review-viewer-read, review-viewer-fixed,
+review-reader-changes, review-page-approved).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from pacslabel.db import create_db_engine, make_sessionmaker, session_scope
 from pacslabel.db.migrate import upgrade_to_head
 from pacslabel.dicomweb.multipart import parse_multipart_related, related_boundary
 from pacslabel.projects.service import sync_project_items
+from pacslabel.review.models import ConsensusResult, FinalLabel, ReviewDecision
 from pacslabel.settings import Settings
 from pacslabel.tasks import service as task_service
 from pacslabel.tasks.models import Task
@@ -249,6 +254,16 @@ def test_reviewer_fixes_a_read_in_ohif_and_the_reader_sees_what_changed(world: W
         reviewer_context = browser.new_context(viewport={"width": 1440, "height": 900}, color_scheme="dark")
         reviewer_context.set_default_timeout(20_000)
         review_page = _log_in(reviewer_context, base, "rev1")
+        # The review queue: both submitted reads, oldest submission first (reader2's, then reader1's).
+        review_page.get_by_role("link", name="Review", exact=True).click()
+        review_page.wait_for_url(f"{base}/review")
+        queued = review_page.locator("#review-queue tbody tr")
+        assert [queued.nth(i).get_attribute("data-read") for i in range(queued.count())] == [
+            str(world.other_read_id), str(read_id)]
+        assert queued.nth(1).locator("td.reader").inner_text() == "reader1"
+        assert queued.nth(1).locator("td.versions").inner_text().startswith("2")
+        review_page.screenshot(path=str(ARTIFACTS / "review-queue.png"), full_page=True)
+        review_page.goto(f"{base}/")
         review_page.locator("body").press("n")
         review_page.wait_for_url(re.compile(r"/tasks/\d+$"))
         review_id = int(review_page.url.rsplit("/", 1)[1])
@@ -391,10 +406,29 @@ def test_reviewer_fixes_a_read_in_ohif_and_the_reader_sees_what_changed(world: W
             "annotator", "annotator", "reviewer"]
         page.screenshot(path=str(ARTIFACTS / "review-reader-changes.png"), full_page=True)
 
-        # --- the reviewer approves the fixed read ---------------------------------------------------------------
-        approved = review_page.context.request.post(f"{base}/api/review/tasks/{read_id}/approve")
-        assert approved.ok, f"approve -> {approved.status} {approved.text()[:300]}"
-        decision = approved.json()
+        # --- the reviewer approves the fixed read with the review page's button --------------------------------
+        review_page.goto(f"{base}/tasks/{review_id}")
+        # R takes the reviewer to the reason of the first read waiting for a decision (reader2's, slot 0).
+        review_page.locator("body").press("r")
+        assert review_page.evaluate("document.activeElement.id") == f"reject-reason-{world.other_read_id}"
+        review_page.locator("body").click(position={"x": 5, "y": 5})  # leave the field: keys act again
+        review_page.once("dialog", lambda dialog: dialog.accept())  # "Approve read #…?"
+        review_page.get_by_role("button", name=f"Approve read #{read_id}").click()
+        review_page.wait_for_url(re.compile(rf"/tasks/{review_id}\?saved=approved&read={read_id}"))
+        assert review_page.get_by_text(f"Read #{read_id} approved.").is_visible()
+        assert review_page.locator("#outcome .approved-count").inner_text() == "1 of 2"
+        assert review_page.get_by_role("button", name=f"Approve read #{read_id}").count() == 0
+        assert review_page.get_by_role("button", name=f"Approve read #{world.other_read_id}").is_visible()
+        # A approves the read waiting on the page (reader2's), the item's last: the page shows what the workflow
+        # made of it (two reads that do not overlap: consensus, below the threshold, so one arbitration task).
+        review_page.once("dialog", lambda dialog: dialog.accept())
+        review_page.locator("body").press("a")
+        review_page.wait_for_url(re.compile(rf"/tasks/{review_id}\?saved=approved&read={world.other_read_id}"))
+        outcome = review_page.locator("#outcome")
+        assert outcome.locator(".approved-count").inner_text() == "2 of 2"
+        assert review_page.locator(".approve-form").count() == 0
+        review_page.screenshot(path=str(ARTIFACTS / "review-page-approved.png"), full_page=True)
+        shown_outcome = " ".join(outcome.inner_text().split())
         page.reload()
         assert page.locator("#decisions").get_by_text("approve").is_visible()
         browser.close()
@@ -421,6 +455,16 @@ def test_reviewer_fixes_a_read_in_ohif_and_the_reader_sees_what_changed(world: W
         assert event.detail["fix_by_review_task"] == review_id and event.detail["predecessor_id"] == rows[1].id
         read = session.get(Task, read_id)
         assert read is not None and read.status == "done"
-        assert decision["annotation_version_id"] == rows[2].id and decision["decision"] == "approve"
+        [result] = session.scalars(select(ConsensusResult)).all()
+        [arbitration] = session.scalars(select(Task).where(Task.purpose == "arbitration")).all()
+        final = session.scalar(select(FinalLabel))
+        assert final is not None and (final.source, final.consensus_id) == ("consensus", result.id)
+        assert result.min_dice == 0.0  # reader2's square and reader1's squares share no voxel
+        assert (f"lowest pairwise Dice {result.min_dice:.3f}, below the project's threshold" in shown_outcome
+                and f"Arbitration task #{arbitration.id} created for rev1 (open)" in shown_outcome
+                and "Final label: consensus" in shown_outcome), shown_outcome
+        [decision] = session.scalars(select(ReviewDecision).where(ReviewDecision.task_id == read_id)).all()
+        assert (decision.decision, decision.reviewer_id, decision.annotation_version_id) == (
+            "approve", users["rev1"], rows[2].id)  # the reviewer's fix is what was approved
     engine.dispose()
     print(f"\nreview in OHIF, whole browser test {time.monotonic() - started:.1f} s")

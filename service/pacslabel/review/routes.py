@@ -12,10 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pacslabel.errors import NotFound
 from pacslabel.orthanc.client import OrthancClient
-from pacslabel.projects import repository as project_repository
-from pacslabel.projects.service import may_review, project_spec
 from pacslabel.review import repository, workflow
 from pacslabel.review.models import ReviewDecision
+from pacslabel.review.queue import reviewable_projects
 from pacslabel.tasks import repository as task_repository
 from pacslabel.tasks.models import Task
 from pacslabel.tasks.states import TaskPurpose
@@ -59,11 +58,7 @@ def _decision_view(row: ReviewDecision, task: Task) -> dict[str, Any]:
 
 @router.get("/queue")
 def queue(session: DbSession, user: ReviewerUser) -> dict[str, Any]:
-    projects = [
-        p
-        for p in project_repository.list_projects(session, active_only=True)
-        if user.role == Role.ADMIN.value or may_review(project_spec(p), user)
-    ]
+    projects = reviewable_projects(session, user)  # the same rule as the review queue page
     slugs = {p.id: p.slug for p in projects}
     entries = []
     for task in repository.submitted_reads(session, list(slugs), user.id):

@@ -82,7 +82,8 @@ def _domain_routers() -> list[APIRouter]:
     from pacslabel.review.quality_routes import router as quality_router
     from pacslabel.review.routes import router as review_router
     from pacslabel.tasks.routes import router as tasks_router
+    from pacslabel.web.review_pages import router as review_pages_router
 
-    return [ingest_router, projects_router, tasks_router, annotations_router, stow_router,
+    return [review_pages_router, ingest_router, projects_router, tasks_router, annotations_router, stow_router,
             dicomweb_router, review_router, quality_router, test_access_router, review_extras_router,
             snapshots_router]

@@ -243,25 +243,61 @@ def _annotation_versions(session: Session, task: Task) -> list[dict[str, Any]] |
 
 def _review_context(request: Request, session: Session, task: Task, user: User) -> dict[str, Any]:
     """The review side of a task page: the task's comment thread, the reviewers' decisions and fixes on it
-    (what changed, per label), and on a review / arbitration page the threads of the item's reads."""
+    (what changed, per label) and, when it was sent back, the rejection to show first; on a review /
+    arbitration page each read of the item (viewer link, versions, decisions, thread, the reviewer's
+    approve / reject forms) and what became of the item."""
     from pacslabel.review import comments, fix_changes
     from pacslabel.review import repository as review_repository
+    from pacslabel.review.queue import item_outcome
 
     orthanc = getattr(request.app.state, "orthanc", None)
     context: dict[str, Any] = {"comments": comments.thread(session, task), "decisions": [], "fixes": [],
-                               "read_threads": []}
+                               "read_threads": [], "returned": None, "outcome": None}
     if task.purpose in ("read", "repeat"):
         context["decisions"] = review_repository.decisions_of_task(session, task.id)
+        if task.status == TaskStatus.RETURNED.value:
+            context["returned"] = next((d for d in reversed(context["decisions"]) if d.decision == "reject"), None)
         try:
             context["fixes"] = fix_changes.fixes_of_task(session, orthanc, task)
         except PacslabelError as exc:  # Orthanc away: the page still shows, the diff says why it is missing
             context["fixes_error"] = exc.message
     elif task.purpose in comments.REVIEWING_PURPOSES:
-        context["read_threads"] = [{"task_id": read.id, "status": read.status,
-                                    "comments": comments.thread(session, read),
-                                    "viewer_url": read_viewer_url(session, read)}
+        # The page's reviewer (or an admin) decides; anyone else looking (nobody, today) would only read.
+        decides = task.reader_id == user.id or user.role == Role.ADMIN.value
+        context["read_threads"] = [read_review_entry(session, read, user, decides=decides)
                                    for read in review_repository.slot_reads(session, task.item_id)]
+        context["outcome"] = item_outcome(session, task.item_id)
     return context
+
+
+def _may_decide(session: Session, user: User, read: Task) -> bool:
+    """The workflow's own check (reviewer of the project or admin, not a reader of the item), asked before the
+    forms are shown so that a page never offers what the workflow would refuse."""
+    from pacslabel.review.workflow import check_reviewer
+
+    if read.status != TaskStatus.SUBMITTED.value:
+        return False
+    try:
+        check_reviewer(session, user, read)
+    except PacslabelError:
+        return False
+    return True
+
+
+def read_review_entry(session: Session, read: Task, user: User, *, decides: bool) -> dict[str, Any]:
+    """One read as a reviewer sees it on a review page."""
+    from pacslabel.review import comments
+    from pacslabel.review import repository as review_repository
+
+    reader = session.get(User, read.reader_id)
+    return {"task_id": read.id, "status": read.status, "reader": reader.username if reader else None,
+            "submitted_at": read.submitted_at, "note": read.note, "exclusion_reason": read.exclusion_reason,
+            "comments": comments.thread(session, read), "viewer_url": read_viewer_url(session, read),
+            "versions": _annotation_versions(session, read),
+            "decisions": review_repository.decisions_of_task(session, read.id),
+            "may_comment": comments.may_follow(session, user, read),
+            "may_decide": decides and _may_decide(session, user, read),
+            "rejection_reasons": _protocol(session, read).get("rejection_reasons") or []}
 
 
 def read_viewer_url(session: Session, read: Task) -> str | None:
@@ -289,20 +325,48 @@ def _task_page(request: Request, session: Session, task: Task, user: User, *, er
     protocol = _protocol(session, task)
     row = _row(session, task, user)
     viewer_url = f"{OHIF_VIEWER}?StudyInstanceUIDs={row['study_uid']}" if row["study_uid"] else None
+    own = task.status in ACTIONABLE_STATUSES and task.reader_id == user.id
     return render(request, "task.html", {
         "task": row,
+        # What the page is for: a reader's read, a review, an arbitration; the actions follow from it.
+        "mode": task.purpose if task.purpose in ("review", "arbitration") else "read",
         "note": task.note,
         "instructions": render_markdown(protocol.get("instructions") or ""),
         "segments": [dict(s, swatch=swatch_color(s.get("color"))) for s in protocol.get("segments") or []],
         "skip_reasons": protocol.get("skip_reasons") or [],
         "exclusion_reasons": protocol.get("exclusion_reasons") or [],
         "viewer_url": viewer_url,
-        "actionable": task.status in ACTIONABLE_STATUSES and task.reader_id == user.id,
+        # Reader-only actions (submit / skip / exclude / note) are for reads; a review is decided per read,
+        # an arbitration is submitted with its own button.
+        "actionable": own and task.purpose in ("read", "repeat"),
+        "arbitrable": own and task.purpose == "arbitration",
         "versions": _annotation_versions(session, task),
         "error": error,
         "notice": notice,
         "form": form or {},
+        "nav": "review" if task.purpose in ("review", "arbitration") else None,
         **_review_context(request, session, task, user),
+    }, status_code=status_code)
+
+
+def review_read_page(request: Request, session: Session, read: Task, user: User, *, error: str | None = None,
+                     notice: str | None = None, status_code: int = 200, form: dict[str, str] | None = None
+                     ) -> HTMLResponse:
+    """A read reviewed from the queue by a reviewer who holds no review task on its item: the read's context,
+    versions, decisions, thread and the approve / reject forms, nothing of the reader's actions."""
+    from pacslabel.review.queue import item_outcome
+
+    protocol = _protocol(session, read)
+    row = _row(session, read, user)
+    return render(request, "task.html", {
+        "task": row, "mode": "read_review", "note": read.note,
+        "instructions": render_markdown(protocol.get("instructions") or ""),
+        "segments": [dict(s, swatch=swatch_color(s.get("color"))) for s in protocol.get("segments") or []],
+        "viewer_url": None, "actionable": False, "arbitrable": False, "versions": None,
+        "comments": [], "decisions": [], "fixes": [], "returned": None,
+        "read_threads": [read_review_entry(session, read, user, decides=True)],
+        "outcome": item_outcome(session, read.item_id),
+        "error": error, "notice": notice, "form": form or {}, "nav": "review",
     }, status_code=status_code)
 
 
@@ -344,9 +408,12 @@ def next_task(request: Request, session: DbSession) -> Response:
 
 
 @router.get("/tasks/{task_id}")
-def task_page(task_id: int, request: Request, session: DbSession, saved: str | None = None) -> Response:
+def task_page(task_id: int, request: Request, session: DbSession, saved: str | None = None,
+              read: int | None = None) -> Response:
     def build(user: User) -> Response:
-        notice = {"note": "Note saved for the reviewer.", "comment": "Comment posted."}.get(saved or "")
+        notice = {"note": "Note saved for the reviewer.", "comment": "Comment posted.",
+                  "approved": f"Read #{read} approved.", "rejected": f"Read #{read} returned to its reader.",
+                  }.get(saved or "")
         return _task_page(request, session, _own_task(session, task_id, user), user, notice=notice)
     return _page(request, session, build)
 
@@ -419,9 +486,10 @@ def note_form(task_id: int, request: Request, session: DbSession, text: Annotate
 
 @router.post("/tasks/{task_id}/comments")
 def comment_form(task_id: int, request: Request, session: DbSession, body: Annotated[str, Form()] = "",
-                 back: Annotated[int | None, Form()] = None) -> Response:
+                 back: Annotated[int | None, Form()] = None, from_queue: Annotated[bool, Form()] = False
+                 ) -> Response:
     """A comment on a task's thread from its reader, a reviewer of its item (from their review page: ``back``
-    is that page's task) or an admin."""
+    is that page's task; from a read opened in the review queue: ``from_queue``) or an admin."""
     from pacslabel.review import comments
 
     def build(user: User) -> Response:
@@ -431,8 +499,13 @@ def comment_form(task_id: int, request: Request, session: DbSession, body: Annot
             comments.post_comment(session, task, user, body)
         except PacslabelError as exc:
             session.rollback()
+            if from_queue:
+                return review_read_page(request, session, task, user, error=exc.message,
+                                        status_code=exc.status_code, form={"comment": body})
             return _task_page(request, session, _own_task(session, page, user), user, error=exc.message,
                               status_code=exc.status_code, form={"comment": body})
+        if from_queue:
+            return RedirectResponse(f"/review/reads/{task.id}?saved=comment#thread-{task.id}", status_code=303)
         return RedirectResponse(f"/tasks/{page}?saved=comment#comments", status_code=303)
     return _page(request, session, build)
 

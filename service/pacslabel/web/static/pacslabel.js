@@ -23,6 +23,13 @@
     }
   }
 
+  // The read A / R act on: the one holding the focus, else the first read on the page waiting for a decision.
+  function currentRead() {
+    var focused = document.activeElement && document.activeElement.closest &&
+      document.activeElement.closest("[data-decide]");
+    return focused || document.querySelector("[data-decide]");
+  }
+
   function submitForm(form) {
     if (!form) return false;
     var question = form.getAttribute("data-confirm");
@@ -54,7 +61,8 @@
     var handled = false;
     switch (event.key) {
       case "n": case "N": {
-        var next = document.getElementById("next-form");
+        // On the review queue N is "Next review"; elsewhere the worklist's Next.
+        var next = document.getElementById("next-form") || document.getElementById("next-review-form");
         if (next) { handled = submitForm(next); }
         else {
           // Not on the worklist: post to /next from here (same door, same server-side claim).
@@ -69,6 +77,18 @@
       case "v": case "V": {
         var viewer = document.getElementById("open-viewer");
         if (viewer) { viewer.click(); handled = true; }
+        break;
+      }
+      case "a": case "A": {
+        var card = currentRead();
+        if (card) handled = submitForm(card.querySelector("form.approve-form"));
+        break;
+      }
+      case "r": case "R": {
+        // A rejection needs a reason: R takes the reviewer to it (the form's own button then sends it).
+        var read = currentRead();
+        var reason = read && read.querySelector("form.reject-form select");
+        if (reason) { reason.scrollIntoView({block: "center"}); reason.focus(); handled = true; }
         break;
       }
       case "w": case "W":
