@@ -107,6 +107,20 @@ def test_reviewed_reads_wait_in_submitted_and_can_be_returned_and_reclaimed(db_s
     assert again.status == TaskStatus.DONE.value
 
 
+def test_a_returned_read_is_resubmitted_from_its_page_without_pressing_next(db_session: Session) -> None:
+    _project(db_session, review={"fractions": {"train": 1.0, "validation": 1.0, "test": 1.0}})
+    reader = make_user(db_session, "reader1")
+    make_user(db_session, "senior1", "reviewer")
+    task = claim_next_task(db_session, reader)
+    assert task is not None
+    submit_task(db_session, task, reader)
+    return_to_reader(db_session, task, "senior1", "wrong label")
+    submit_task(db_session, task, reader)
+    assert task.status == TaskStatus.SUBMITTED.value
+    actions = [e.action for e in db_session.scalars(select(AuditEvent).order_by(AuditEvent.id))]
+    assert actions[-3:] == ["task_return", "task_claim", "task_submit"]
+
+
 def test_explicit_assignment_respects_slots_and_is_served_by_next(db_session: Session) -> None:
     _project(db_session)
     first, second = make_user(db_session, "reader1"), make_user(db_session, "reader2")

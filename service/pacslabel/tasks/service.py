@@ -283,6 +283,9 @@ def _maybe_schedule_repeat(session: Session, project: Project, spec: ProjectSpec
 
 
 def submit_task(session: Session, task: Task, user: User) -> Task:
+    if task.status == TaskStatus.RETURNED.value:
+        # A returned read is fixed and resubmitted from its own page: taking it up again is implied.
+        _start(session, task, user)
     return _finish_submission(session, task, user.username, "task_submit")
 
 
