@@ -3,7 +3,10 @@
 A migrated SQLite database gets ``--items`` released study items (one source series each, a single-read final
 SEG; every other item also has a draft version in the same series, so the ML snapshot carries per-instance
 restrictions), one reader with a read task on every item, and one ML user. One run computes
-``take_snapshot(AccessPolicy(...))`` for each user with a fresh policy (what the gateway does on a cache miss).
+``take_snapshot(AccessPolicy(...))`` for each user with a fresh policy and session (what the gateway does on a
+cache miss of its per-credential cache): the reader; the ML user with its released view computed afresh
+(``ml-cold``: the view store emptied first, as after a new release); the ML user with the database unchanged
+(``ml-warm``: the release epoch is checked and the stored view reused, ``access/release_epoch.py``).
 Medians of ``--runs`` interleaved runs (wall clock, and the process's CPU time, which other processes on a
 shared machine disturb less), the ratio ML / reader, and the number of SQL statements of each.
 
@@ -14,6 +17,7 @@ shared machine disturb less), the ratio ML / reader, and the number of SQL state
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import statistics
 import tempfile
@@ -23,6 +27,7 @@ from pathlib import Path
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from pacslabel.access import release_epoch
 from pacslabel.access.policy import AccessPolicy, take_snapshot
 from pacslabel.annotations.models import AnnotationVersion
 from pacslabel.catalog.models import CatalogPatient, CatalogSeries, CatalogStudy
@@ -90,17 +95,21 @@ def main() -> None:
         sessions = make_sessionmaker(engine)
         with session_scope(sessions) as session:
             ids = dict(zip(("reader", "ml"), build(session, args.items), strict=True))
-        statements = {"reader": 0, "ml": 0}
-        times: dict[str, list[float]] = {"reader": [], "ml": []}
-        cpu: dict[str, list[float]] = {"reader": [], "ml": []}
+        names = ("reader", "ml-cold", "ml-warm")
+        statements = dict.fromkeys(names, 0)
+        times: dict[str, list[float]] = {name: [] for name in names}
+        cpu: dict[str, list[float]] = {name: [] for name in names}
         for run in range(args.runs):
-            for name in ("reader", "ml"):
+            for name in names:
+                if name == "ml-cold":
+                    release_epoch.forget()
                 with session_scope(sessions) as session:
-                    user = session.get(User, ids[name])
+                    user = session.get(User, ids[name.split("-")[0]])
                     assert user is not None
                     count: list[str] = []
                     listener = lambda *a, c=count: c.append(a[2])  # noqa: E731
                     event.listen(engine, "before_cursor_execute", listener)
+                    gc.collect()  # every side starts from the same collector state (it is inside the numbers)
                     start, start_cpu = time.perf_counter(), time.process_time()
                     snapshot = take_snapshot(AccessPolicy(session, user))
                     times[name].append(time.perf_counter() - start)
@@ -115,11 +124,12 @@ def main() -> None:
         medians = {name: statistics.median(values) for name, values in times.items()}
         cpu_medians = {name: statistics.median(values) for name, values in cpu.items()}
         print(f"items={args.items} runs={args.runs}")
-        for name in ("reader", "ml"):
-            print(f"  {name:6s} take_snapshot median {medians[name] * 1000:8.1f} ms wall, "
+        for name in names:
+            print(f"  {name:7s} take_snapshot median {medians[name] * 1000:8.1f} ms wall, "
                   f"{cpu_medians[name] * 1000:8.1f} ms CPU, {statements[name]} SQL statements")
-        print(f"  ratio ml / reader: {medians['ml'] / medians['reader']:.2f} wall, "
-              f"{cpu_medians['ml'] / cpu_medians['reader']:.2f} CPU")
+        for name in names[1:]:
+            print(f"  ratio {name} / reader: {medians[name] / medians['reader']:.2f} wall, "
+                  f"{cpu_medians[name] / cpu_medians['reader']:.2f} CPU")
         engine.dispose()
 
 

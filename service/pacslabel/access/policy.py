@@ -20,7 +20,13 @@ Rules (architecture invariant 4, blinding):
 Costs: :meth:`AccessPolicy.visible_studies` is one query; :meth:`AccessPolicy.grants` for a set of studies is
 three queries (tasks and items, catalogue series, annotation versions) whatever the number of results, and
 is cached on the policy object, which lives for one request. For the ML role everything is computed at once
-on first use, in at most seven queries whatever the number of released items.
+(:func:`compute_released_view`), in four set-based queries after the test-split grants whatever the number of
+released items: the released items are joined as a subquery rather than sent as IN lists in chunks, columns
+are read as plain tuples, and a label series carries per-instance restrictions only when it holds drafts. The
+result (:class:`ReleasedView`, frozen) is shared by every ML user with the same test-split grants and reused
+while the database's release epoch is unchanged, which is checked on every use with one statement
+(``release_epoch.py``: what is seen at once, in this process and from others). An unchanged database costs an
+ML request two statements; a changed one, six (``bench/bench_ml_access.py``, ``bench/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import Row, Subquery, select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
+from pacslabel.access import release_epoch
 from pacslabel.annotations.models import AnnotationVersion
 from pacslabel.catalog.models import CatalogSeries, CatalogStudy
 from pacslabel.export.released import (
@@ -56,7 +63,7 @@ _IN_CHUNK = 500
 T = TypeVar("T")
 
 
-@dataclass
+@dataclass(slots=True)  # no per-object __dict__: the ML role holds one per released study
 class StudyGrant:
     """What one user may see of one study."""
 
@@ -90,8 +97,8 @@ class AccessPolicy:
         self._studies: set[str] | None = None
         self._grants: dict[str, StudyGrant] = {}
         self._loaded: set[str] = set()
-        self._ml_loaded = False
-        self._test_projects: set[int] = set()
+        self._ml_view: ReleasedView | None = None
+        self._test_projects: frozenset[int] = frozenset()
         self._released: list[ReleasedItem] | None = None
 
     @property
@@ -111,9 +118,18 @@ class AccessPolicy:
         if not self.is_ml:
             return []
         if self._released is None:
-            self._load_released()
+            self.released_view()
             self._released = select_released(self.session, project_ids=None, test_projects=self._test_projects)
         return self._released
+
+    def released_view(self) -> ReleasedView:
+        """What this ML user may see (the released data; the test split where granted), computed once per
+        policy, and reused across requests while the release epoch is unchanged (``release_epoch.py``)."""
+        if self._ml_view is None:
+            self._test_projects = frozenset(test_access_projects(self.session, self.user.id))
+            self._ml_view = release_epoch.released_view(
+                self.session, self._test_projects, lambda: compute_released_view(self.session, self._test_projects))
+        return self._ml_view
 
     # Studies --------------------------------------------------------------------------------------------
 
@@ -123,8 +139,7 @@ class AccessPolicy:
             return None
         if self._studies is None:
             if self.is_ml:
-                self._load_released()
-                self._studies = set(self._grants)
+                self._studies = set(self.released_view().studies)
             else:
                 self._studies = set(self.session.scalars(
                     select(CatalogStudy.study_instance_uid).distinct()
@@ -179,8 +194,11 @@ class AccessPolicy:
         return {uid: self._grants[uid] for uid in wanted if uid in self._grants}
 
     def _load(self, studies: set[str]) -> None:
-        if self.is_ml:  # everything was computed with the visible studies
-            self._load_released()
+        if self.is_ml:  # everything was computed with the visible studies: a private copy of each grant
+            view = self.released_view()
+            for uid in studies:
+                if uid in view.series:
+                    self._grants[uid] = view.grant(uid)
             self._loaded |= studies
             return
         for chunk in _chunks(sorted(studies)):
@@ -237,108 +255,148 @@ class AccessPolicy:
                     grant.annotation_series.add(series_uid)
 
 
-    # The ML role ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReleasedView:
+    """What the ML role may see for one set of test-split grants, detached from the database. Shared between
+    policies and requests (``release_epoch.py``), so never changed: :meth:`grant` hands out a private copy."""
 
-    def _load_released(self) -> None:
-        """Every grant of the ML user at once, in five set-based queries whatever the number of released
-        items: 1. the user's test-access grants; 2. the released items with their final label object
-        (columns, not entities); 3. the catalogue's series of the released studies; 4. every annotation
-        version in those studies, with its task; 5. the projects' export settings. The later queries join the
-        released items as a subquery (no IN lists); the rest is set arithmetic on plain tuples."""
-        if self._ml_loaded:
-            return
-        self._ml_loaded = True
-        self._test_projects = test_access_projects(self.session, self.user.id)
-        filters = {"project_ids": None, "test_projects": self._test_projects}
-        # Plain tuples, unpacked by position (a Row's attribute access costs more than the rest of the work).
-        rows = self.session.execute(released_filter(
-            select(ProjectItem.id, ProjectItem.unit, ProjectItem.unit_uid, ProjectItem.study_id,
-                   ProjectItem.series_uids, ProjectItem.project_id, CatalogStudy.study_instance_uid,
-                   AnnotationVersion.id, AnnotationVersion.series_instance_uid, AnnotationVersion.sop_instance_uid,
-                   ConsensusResult.id, ConsensusResult.series_instance_uid, ConsensusResult.sop_instance_uid,
-                   AnnotationVersion.study_instance_uid)
-            .select_from(FinalLabel)
+    studies: frozenset[str]
+    sources: dict[str, frozenset[str]]
+    annotations: dict[str, frozenset[str]]
+    series: dict[str, frozenset[str]]  # sources | annotations, per study
+    instances: dict[str, dict[str, frozenset[str]]]  # only the studies with a partly visible series
+
+    @classmethod
+    def build(cls, sources: dict[str, frozenset[str]], labels: dict[str, dict[str, set[str]]],
+              restricted: set[str]) -> ReleasedView:
+        """From the source series and the label series (with their released instances) of each study; the
+        label series in ``restricted`` hold drafts and are visible instance by instance."""
+        annotations = {uid: frozenset(per_study) for uid, per_study in labels.items()}
+        instances: dict[str, dict[str, frozenset[str]]] = {}
+        for uid, per_study in labels.items():
+            partly = {series: frozenset(sops) for series, sops in per_study.items() if series in restricted}
+            if partly:
+                instances[uid] = partly
+        return cls(studies=frozenset(sources), sources=sources, annotations=annotations,
+                   series={uid: (src | annotations[uid]) if uid in annotations else src
+                           for uid, src in sources.items()},
+                   instances=instances)
+
+    def grant(self, study_instance_uid: str) -> StudyGrant:
+        return StudyGrant(study_instance_uid, set(self.sources.get(study_instance_uid, ())),
+                          set(self.annotations.get(study_instance_uid, ())),
+                          {series: set(sops) for series, sops in self.instances.get(study_instance_uid, {}).items()})
+
+
+# The ML role --------------------------------------------------------------------------------------------------
+
+def compute_released_view(session: Session, test_projects: Iterable[int]) -> ReleasedView:
+    """Everything the ML role may see with these test-split grants, at once, in four set-based queries
+    whatever the number of released items: 1. the released items with their final label object (columns, not
+    entities); 2. the catalogue's series of the released studies; 3. the projects' export settings; 4. every
+    annotation version in those studies (with its task where a project allows individual reads). Queries 2-4
+    join the released items as a subquery (no IN lists in chunks); the rest is set arithmetic on tuples."""
+    filters = {"project_ids": None, "test_projects": list(test_projects)}
+    # Plain tuples, unpacked by position (a Row's attribute access costs more than the rest of the work).
+    rows = session.execute(released_filter(
+        select(ProjectItem.id, ProjectItem.unit, ProjectItem.unit_uid, ProjectItem.study_id,
+               ProjectItem.series_uids, ProjectItem.project_id, CatalogStudy.study_instance_uid,
+               AnnotationVersion.id, AnnotationVersion.series_instance_uid, AnnotationVersion.sop_instance_uid,
+               ConsensusResult.id, ConsensusResult.series_instance_uid, ConsensusResult.sop_instance_uid,
+               AnnotationVersion.study_instance_uid)
+        .select_from(FinalLabel)
+        .join(ProjectItem, FinalLabel.item_id == ProjectItem.id)
+        .join(CatalogStudy, ProjectItem.study_id == CatalogStudy.id)
+        .outerjoin(AnnotationVersion, FinalLabel.annotation_version_id == AnnotationVersion.id)
+        .outerjoin(ConsensusResult, FinalLabel.consensus_id == ConsensusResult.id), **filters)).all()
+    if not rows:
+        return ReleasedView.build({}, {}, set())
+    scope = released_scope(**filters)
+    catalogue = catalogue_series(session, scope)
+    released_studies = {row[6] for row in rows}
+    # Every version in the released studies: the other versions of a label's series (drafts), the finished
+    # reads, and the annotation series that never count as source series. A label version recorded under
+    # another study than its item's (never seen in practice) has that study searched as well.
+    studies_of_labels = select(scope.c.study_instance_uid)
+    if any(row[13] not in released_studies for row in rows if row[7] is not None):
+        studies_of_labels = studies_of_labels.union(released_filter(
+            select(AnnotationVersion.study_instance_uid).select_from(FinalLabel)
             .join(ProjectItem, FinalLabel.item_id == ProjectItem.id)
-            .join(CatalogStudy, ProjectItem.study_id == CatalogStudy.id)
-            .outerjoin(AnnotationVersion, FinalLabel.annotation_version_id == AnnotationVersion.id)
-            .outerjoin(ConsensusResult, FinalLabel.consensus_id == ConsensusResult.id), **filters)).all()
-        if not rows:
-            return
-        scope = released_scope(**filters)
-        catalogue = catalogue_series(self.session, scope)
-        released_studies = {row[6] for row in rows}
-        # Every version in the released studies: the other versions of a label's series (drafts), the finished
-        # reads, and the annotation series that never count as source series. A label version recorded under
-        # another study than its item's (never seen in practice) has that study searched as well.
-        studies_of_labels = select(scope.c.study_instance_uid)
-        if any(row[13] not in released_studies for row in rows if row[7] is not None):
-            studies_of_labels = studies_of_labels.union(released_filter(
-                select(AnnotationVersion.study_instance_uid).select_from(FinalLabel)
-                .join(ProjectItem, FinalLabel.item_id == ProjectItem.id)
-                .join(AnnotationVersion, FinalLabel.annotation_version_id == AnnotationVersion.id), **filters))
-        versions = self.session.execute(
-            select(AnnotationVersion.study_instance_uid, AnnotationVersion.series_instance_uid,
-                   AnnotationVersion.sop_instance_uid, AnnotationVersion.task_id, AnnotationVersion.version,
-                   AnnotationVersion.modality, Task.item_id, Task.purpose, Task.status)
-            .join(Task, AnnotationVersion.task_id == Task.id)
-            .where(AnnotationVersion.study_instance_uid.in_(studies_of_labels))).all()
+            .join(AnnotationVersion, FinalLabel.annotation_version_id == AnnotationVersion.id), **filters))
+    # Finished reads are looked at only where a project file allows them (not the usual case).
+    allowing = {project_id for project_id, definition in session.execute(
+                select(Project.id, Project.definition).where(Project.id.in_(select(scope.c.project_id))))
+                if ((definition or {}).get("export") or {}).get("individual_reads") is True}
+    columns = [AnnotationVersion.study_instance_uid, AnnotationVersion.series_instance_uid,
+               AnnotationVersion.sop_instance_uid]
+    query = select(*columns)
+    if allowing:
+        query = (select(*columns, AnnotationVersion.task_id, AnnotationVersion.version, AnnotationVersion.modality,
+                        Task.item_id, Task.purpose, Task.status)
+                 .join(Task, AnnotationVersion.task_id == Task.id))
+    versions = session.execute(
+        query.where(AnnotationVersion.study_instance_uid.in_(studies_of_labels))).all()
 
-        sources = source_series(rows, catalogue, {series for study, series, *_ in versions
-                                                  if study in released_studies})
-        grants = self._grants
-        for (item_id, _unit, _unit_uid, _study_id, _listed, _project_id, study,
-             version_id, version_series, version_sop, consensus_id, consensus_series, consensus_sop, _) in rows:
-            grant = grants.get(study)
-            if grant is None:
-                grant = grants[study] = StudyGrant(study)
-            grant.source_series.update(sources[item_id])
-            if version_id is not None:
-                label_series, label_sop = version_series, version_sop
-            elif consensus_id is not None and consensus_series and consensus_sop:
-                label_series, label_sop = consensus_series, consensus_sop
-            else:  # a final label that references no stored object (classification-only ground truth)
-                continue
-            grant.annotation_series.add(label_series)
-            grant.instances.setdefault(label_series, set()).add(label_sop)
-        self._add_individual_reads(rows, versions, scope)
-        self._release_whole_series(versions)
+    sources = source_series(rows, catalogue, {series for study, series, *_ in versions
+                                              if study in released_studies})
+    # Built straight into the frozen form (no StudyGrant per study: at 10,000 studies the objects themselves,
+    # which the garbage collector scans, cost more than the queries).
+    source_sets: dict[str, frozenset[str]] = {}
+    labels: dict[str, dict[str, set[str]]] = {}  # study -> label series -> its released instances
+    for (item_id, _unit, _unit_uid, _study_id, _listed, _project_id, study,
+         version_id, version_series, version_sop, consensus_id, consensus_series, consensus_sop, _) in rows:
+        known = source_sets.get(study)
+        source_sets[study] = frozenset(sources[item_id]) if known is None else known.union(sources[item_id])
+        if version_id is not None:
+            _add_label(labels, study, version_series, version_sop)
+        elif consensus_id is not None and consensus_series and consensus_sop:
+            _add_label(labels, study, consensus_series, consensus_sop)
+        # else: a final label that references no stored object (classification-only ground truth)
+    if allowing:
+        _add_individual_reads(labels, source_sets, rows, versions, allowing)
+    return ReleasedView.build(source_sets, labels, _series_with_drafts(labels, versions))
 
-    def _add_individual_reads(self, rows: Sequence[Row[Any]], versions: Sequence[Row[Any]], scope: Subquery) -> None:
-        """The latest version of each finished read of released items whose project allows it (query 5)."""
-        allowing = {project_id for project_id, definition in self.session.execute(
-                    select(Project.id, Project.definition).where(Project.id.in_(select(scope.c.project_id))))
-                    if ((definition or {}).get("export") or {}).get("individual_reads") is True}
-        if not allowing:
-            return
-        items = {row[0] for row in rows if row[5] in allowing}
-        latest: dict[tuple[int, str], tuple[int, str, str, str]] = {}
-        for study, series, sop, task_id, version, modality, item_id, purpose, status in versions:
-            if item_id in items and purpose == TaskPurpose.READ.value and status == TaskStatus.DONE.value:
-                known = latest.get((task_id, modality))
-                if known is None or version > known[0]:
-                    latest[(task_id, modality)] = (version, study, series, sop)
-        for _version, study, series, sop in latest.values():
-            grant = self._grants.get(study)
-            if grant is not None:
-                grant.annotation_series.add(series)
-                grant.instances.setdefault(series, set()).add(sop)
 
-    def _release_whole_series(self, versions: Sequence[Row[Any]]) -> None:
-        """A label series that holds nothing but its released instances needs no per-instance check (the
-        fast path of series retrieval): drop it from ``instances``. A series with other versions (drafts)
-        stays restricted. No query: ``versions`` holds every version of the released studies."""
-        released: dict[str, set[str]] = {}
-        for grant in self._grants.values():
-            for series, sops in grant.instances.items():
-                released.setdefault(series, set()).update(sops)
-        others: set[str] = set()
-        for _study, series, sop, *_ in versions:
-            sops = released.get(series)
-            if sops is not None and sop not in sops:
-                others.add(series)
-        for grant in self._grants.values():
-            if grant.instances:
-                grant.instances = {series: sops for series, sops in grant.instances.items() if series in others}
+def _add_label(labels: dict[str, dict[str, set[str]]], study: str, series: str, sop: str) -> None:
+    per_study = labels.get(study)
+    if per_study is None:
+        labels[study] = {series: {sop}}
+    elif series in per_study:
+        per_study[series].add(sop)
+    else:
+        per_study[series] = {sop}
+
+
+def _add_individual_reads(labels: dict[str, dict[str, set[str]]], studies: dict[str, frozenset[str]],
+                          rows: Sequence[Row[Any]], versions: Sequence[Row[Any]], allowing: set[int]) -> None:
+    """The latest version of each finished read of released items whose project allows it."""
+    items = {row[0] for row in rows if row[5] in allowing}
+    latest: dict[tuple[int, str], tuple[int, str, str, str]] = {}
+    for study, series, sop, task_id, version, modality, item_id, purpose, status in versions:
+        if item_id in items and purpose == TaskPurpose.READ.value and status == TaskStatus.DONE.value:
+            known = latest.get((task_id, modality))
+            if known is None or version > known[0]:
+                latest[(task_id, modality)] = (version, study, series, sop)
+    for _version, study, series, sop in latest.values():
+        if study in studies:
+            _add_label(labels, study, series, sop)
+
+
+def _series_with_drafts(labels: dict[str, dict[str, set[str]]], versions: Sequence[Row[Any]]) -> set[str]:
+    """The label series that hold other versions than their released ones (drafts): these stay restricted to
+    their released instances; any other label series needs no per-instance check (the fast path of series
+    retrieval). No query: ``versions`` holds every version of the released studies."""
+    released: dict[str, set[str]] = {}
+    for per_study in labels.values():
+        for series, sops in per_study.items():
+            known = released.get(series)
+            released[series] = sops if known is None else known | sops
+    others: set[str] = set()
+    for _study, series, sop, *_ in versions:
+        sops = released.get(series)
+        if sops is not None and sop not in sops:
+            others.add(series)
+    return others
 
 
 def _chunks(values: list[T]) -> Iterable[list[T]]:
@@ -383,7 +441,12 @@ class AccessSnapshot:
 
 
 def take_snapshot(policy: AccessPolicy) -> AccessSnapshot:
-    """All of ``policy``'s answers for its user (one query, plus three for the grants of a non-admin)."""
+    """All of ``policy``'s answers for its user (one query, plus three for the grants of a reader; the ML
+    role's released view as it is: frozen already, and shared)."""
+    if policy.is_ml:
+        view = policy.released_view()
+        return AccessSnapshot(user_id=policy.user.id, username=policy.user.username, role=policy.user.role,
+                              studies=view.studies, series=view.series, instances=view.instances)
     studies = policy.visible_studies()
     grants = {} if studies is None else policy.grants(studies)
     return AccessSnapshot(user_id=policy.user.id, username=policy.user.username, role=policy.user.role,

@@ -141,7 +141,7 @@ def select_released(session: Session, *, project_ids: Iterable[int] | None,
                             catalogue_series(session, scope), annotation_series(session, scope))
     return [ReleasedItem(item_id=row.item_id, project_id=row.project_id, patient_pseudonym=row.pseudonym,
                          split=row.split, study_instance_uid=row.study_instance_uid,
-                         source_series_uids=tuple(sorted(sources[row.item_id])), labels=_labels(row),
+                         source_series_uids=tuple(sorted(set(sources[row.item_id]))), labels=_labels(row),
                          released_at=row.updated_at)
             for row in rows]
 
@@ -181,7 +181,7 @@ def source_series(rows: Iterable[Any], catalogue: Iterable[Any], annotation_like
     """Source image series per item (rows that start with ``item_id, unit, unit_uid, study_id, series_uids``):
     its recorded list (a study item without one: the catalogue's series of the study; a series item: its unit),
     never an annotation object (a SEG/SR in the catalogue or in ``annotation_versions``: ``annotation_like``,
-    which is not changed). No query."""
+    which is not changed). A list may repeat a UID that the item lists twice. No query."""
     catalogued: dict[int, list[str]] = {}
     hidden = set(annotation_like)
     for series_uid, study_id, modality in catalogue:
@@ -192,5 +192,5 @@ def source_series(rows: Iterable[Any], catalogue: Iterable[Any], annotation_like
     result: dict[int, list[str]] = {}
     for item_id, unit, unit_uid, study_id, series_uids, *_ in rows:
         listed = series_uids or (catalogued.get(study_id, ()) if unit == "study" else (unit_uid,))
-        result[item_id] = [uid for uid in dict.fromkeys(listed) if uid not in hidden]
+        result[item_id] = [uid for uid in listed if uid not in hidden]
     return result
