@@ -442,6 +442,14 @@ def test_reject_fix_approve_consensus_and_one_arbitration_task(review_env: Revie
                                  data={"segments": json.dumps(SEGMENTS)})
     assert arbitrated.status_code == 201, arbitrated.text
     arbitration_version = arbitrated.json()["version"]["id"]
+    # The arbitrated SEG names the reads it settled (their latest versions, the consensus inputs).
+    arbitrated_seg = seg_of(env, arbitrated.json()["version"]["sop_instance_uid"])
+    [study_ref] = arbitrated_seg.StudiesContainingOtherReferencedInstancesSequence  # type: ignore[attr-defined]
+    assert {str(i.ReferencedSOPInstanceUID) for s in study_ref.ReferencedSeriesSequence
+            for i in s.ReferencedInstanceSequence} == input_sops
+    assert arbitrated_seg.ContentDescription == "arbitration of 3 reads"  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(read_label_array(arbitrated_seg, env.source), known["reader1"])  # type: ignore[arg-type]
+    assert dciodvfy_errors(arbitrated_seg, tmp_path) == []  # type: ignore[arg-type]
     submitted = env.client.post(f"/api/tasks/{arbitration_id}/submit", headers=env.headers["rev1"])
     assert submitted.status_code == 200, submitted.text
     assert submitted.json()["status"] == "done"

@@ -40,6 +40,7 @@ from pacslabel.annotations.models import AnnotationModality, AnnotationOrigin, A
 from pacslabel.annotations.ohif_repairs import repair_ohif_segmentation
 from pacslabel.annotations.part10_splice import ReceivedPart10, encode_part10
 from pacslabel.annotations.protocol_mapping import ProtocolLabel, normalise_label
+from pacslabel.annotations.references import latest_read_segs, reference_inputs
 from pacslabel.annotations.seg_building import (
     SegType,
     build_segmentation,
@@ -603,6 +604,11 @@ def save_annotation(
             predecessor_sop_instance_uid=previous.sop_instance_uid if previous else None,
             predecessor_sop_class_uid=previous.sop_class_uid if previous else None,
         )
+        if acting.purpose == TaskPurpose.ARBITRATION.value and modality == AnnotationModality.SEG:
+            # The arbitrated SEG names the reads the arbiter settled, like a consensus SEG does.
+            reads = latest_read_segs(session, acting.item_id)
+            if reads:
+                reference_inputs(stamped, prepared.study_uid, reads, f"arbitration of {len(reads)} reads")
         data = _part10(stamped, received)
         row = AnnotationVersion(
             task_id=task.id,

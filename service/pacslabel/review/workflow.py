@@ -20,6 +20,7 @@ from pacslabel.annotations import repository as annotation_repository
 from pacslabel.annotations.geometry import SourceSeries
 from pacslabel.annotations.models import AnnotationVersion
 from pacslabel.annotations.protocol_mapping import ProtocolLabel, normalise_label
+from pacslabel.annotations.references import reference_inputs
 from pacslabel.annotations.seg_building import SegmentSpec, build_segmentation, segment_specs_from_seg
 from pacslabel.annotations.seg_reading import read_label_array
 from pacslabel.annotations.service import load_source, protocol_labels
@@ -279,31 +280,6 @@ def compute_consensus(
     return row
 
 
-def _reference_inputs(seg: Dataset, study_uid: str, versions: list[AnnotationVersion], method: ConsensusMethod) -> None:
-    """Name the input SEGs in the consensus SEG (Common Instance Reference module): their series and
-    instances go into StudiesContainingOtherReferencedInstancesSequence, not ReferencedSeriesSequence, which
-    every SEG reader here (seg_validation) expects to name the one source series the frames are drawn on; the
-    content description says how the consensus was made."""
-    by_series: dict[str, list[AnnotationVersion]] = {}
-    for version in sorted(versions, key=lambda v: v.id):
-        by_series.setdefault(version.series_instance_uid, []).append(version)
-    study = Dataset()
-    study.StudyInstanceUID = study_uid
-    study.ReferencedSeriesSequence = []
-    for series_uid, members in by_series.items():
-        series = Dataset()
-        series.SeriesInstanceUID = series_uid
-        series.ReferencedInstanceSequence = []
-        for version in members:
-            instance = Dataset()
-            instance.ReferencedSOPClassUID = version.sop_class_uid
-            instance.ReferencedSOPInstanceUID = version.sop_instance_uid
-            series.ReferencedInstanceSequence.append(instance)
-        study.ReferencedSeriesSequence.append(series)
-    seg.StudiesContainingOtherReferencedInstancesSequence = [study]
-    seg.ContentDescription = f"{method.value} consensus of {len(versions)} reads"[:64]
-
-
 def _store_consensus_seg(
     orthanc: OrthancClient,
     labels: np.ndarray,
@@ -328,7 +304,7 @@ def _store_consensus_seg(
         author=CONSENSUS_AUTHOR,
         series_description="consensus",
     )
-    _reference_inputs(seg, str(seg.StudyInstanceUID), versions, method)
+    reference_inputs(seg, str(seg.StudyInstanceUID), versions, f"{method.value} consensus of {len(versions)} reads")
     response = orthanc.store_instances([seg])
     if response.get("FailedSOPSequence"):
         raise OrthancError(f"Orthanc refused the consensus SEG {seg.SOPInstanceUID}")
