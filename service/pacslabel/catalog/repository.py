@@ -94,3 +94,26 @@ def counts(session: Session) -> dict[str, int]:
         "series": int(session.scalar(select(func.count()).select_from(CatalogSeries)) or 0),
         "instances": int(session.scalar(select(func.count()).select_from(CatalogInstance)) or 0),
     }
+
+
+def studies_without_accession_key(session: Session, *, after_id: int = 0, limit: int = 200) -> list[tuple[int, str]]:
+    """(id, Study Instance UID) of studies catalogued before ``accession_key`` was recorded, by id."""
+    return [(int(row_id), str(uid)) for row_id, uid in session.execute(
+        select(CatalogStudy.id, CatalogStudy.study_instance_uid)
+        .where(CatalogStudy.accession_key.is_(None), CatalogStudy.id > after_id)
+        .order_by(CatalogStudy.id).limit(limit))]
+
+
+def count_studies_without_accession_key(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(CatalogStudy)
+                              .where(CatalogStudy.accession_key.is_(None))) or 0)
+
+
+def fill_accession_key(session: Session, study_id: int, accession_key: str) -> bool:
+    """Set the key of a study that has none; True if set (a value already there is never overwritten, so
+    a rerun, or ingest filling it meanwhile, changes nothing)."""
+    filled = session.execute(
+        update(CatalogStudy).where(CatalogStudy.id == study_id, CatalogStudy.accession_key.is_(None))
+        .values(accession_key=accession_key).returning(CatalogStudy.id)
+        .execution_options(synchronize_session=False)).first()
+    return filled is not None

@@ -41,6 +41,13 @@ def _attribute(attributes: dict[str, Any], keyword: str, snake: str, length: int
     return text[:length] or None
 
 
+def accession_key(attributes: dict[str, Any]) -> str | None:
+    """The ``accession_key`` the catalogue records for a de-identified data set's attributes (its
+    AccessionNumber, stripped and cut to the column; None when empty)."""
+    keyword, length = _STUDY_FIELDS["accession_key"]
+    return _attribute(attributes, keyword, "accession_key", length)
+
+
 @dataclass(frozen=True)
 class LandedInstance:
     """What the worker knows about one de-identified instance stored in Orthanc."""

@@ -10,13 +10,19 @@ import gzip
 import json
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 STUDY_INSTANCE_UID = "0020000D"
 SERIES_INSTANCE_UID = "0020000E"
 SOP_INSTANCE_UID = "00080018"
 MODALITY = "00080060"
+MODALITIES_IN_STUDY = "00080061"
+NUMBER_OF_STUDY_RELATED_SERIES = "00201206"
+NUMBER_OF_STUDY_RELATED_INSTANCES = "00201208"
+NUMBER_OF_SERIES_RELATED_INSTANCES = "00201209"
+STUDY_COUNT_TAGS = (MODALITIES_IN_STUDY, NUMBER_OF_STUDY_RELATED_SERIES, NUMBER_OF_STUDY_RELATED_INSTANCES)
 
 # Our JSON answers are gzipped from this size on, when the client accepts gzip. Level 5: ~3x smaller
 # metadata for a few ms per MB (and the series-metadata variant is cached).
@@ -63,6 +69,75 @@ def filter_instances(results: Iterable[dict[str, Any]], is_visible: Callable[[st
         if study and series and is_visible(study, series, tag_value(result, SOP_INSTANCE_UID)):
             kept.append(result)
     return kept
+
+
+@dataclass(frozen=True)
+class VisibleStudy:
+    """What one user may see of one study, counted: visible instances per visible series, and modalities."""
+
+    instances: dict[str, int]  # series -> visible instances (only series that exist)
+    modalities: frozenset[str]
+
+    @property
+    def series_count(self) -> int:
+        return len(self.instances)
+
+    @property
+    def instance_count(self) -> int:
+        return sum(self.instances.values())
+
+
+def studies_with_counts(results: Iterable[dict[str, Any]], study_instance_uid: str | None = None) -> set[str]:
+    """Studies of the results that carry a study-level count or ModalitiesInStudy (those to recount)."""
+    return {study for r in results if any(tag in r for tag in STUDY_COUNT_TAGS)
+            and (study := tag_value(r, STUDY_INSTANCE_UID) or study_instance_uid)}
+
+
+_COUNT_TAG_BYTES = tuple(f'"{tag}"'.encode() for tag in (*STUDY_COUNT_TAGS, NUMBER_OF_SERIES_RELATED_INSTANCES))
+
+
+def mentions_counts(body: bytes) -> bool:
+    """Whether a DICOM JSON body may carry a count attribute (a substring test: metadata bodies are large
+    and seldom carry one, so they are parsed only when this says so)."""
+    return any(tag in body for tag in _COUNT_TAG_BYTES)
+
+
+def carries_counts(results: Iterable[dict[str, Any]]) -> bool:
+    """Whether any result carries a count attribute or ModalitiesInStudy."""
+    return any(tag in r for r in results for tag in (*STUDY_COUNT_TAGS, NUMBER_OF_SERIES_RELATED_INSTANCES))
+
+
+def set_visible_counts(results: list[dict[str, Any]], studies: dict[str, VisibleStudy],
+                       restricted: Mapping[str, Mapping[str, Collection[str]]],
+                       study_instance_uid: str | None = None) -> list[dict[str, Any]]:
+    """The results with every count attribute and ModalitiesInStudy replaced by what the user may see
+    (in place; returned for chaining). ``studies``: the counted studies (see :func:`studies_with_counts`);
+    ``restricted``: study -> series -> its only visible instances. A series neither restricted nor in a
+    counted study keeps its NumberOfSeriesRelatedInstances (visible whole: Orthanc's count is right)."""
+    for result in results:
+        study = tag_value(result, STUDY_INSTANCE_UID) or study_instance_uid
+        if study is None:
+            continue
+        seen = studies.get(study)
+        if seen is not None:
+            _set(result, NUMBER_OF_STUDY_RELATED_SERIES, "IS", [seen.series_count])
+            _set(result, NUMBER_OF_STUDY_RELATED_INSTANCES, "IS", [seen.instance_count])
+            _set(result, MODALITIES_IN_STUDY, "CS", sorted(seen.modalities))
+        series = tag_value(result, SERIES_INSTANCE_UID)
+        if series is None:
+            continue
+        only = restricted.get(study, {}).get(series)
+        count = len(only) if only is not None else (seen.instances.get(series) if seen is not None else None)
+        if count is not None:
+            _set(result, NUMBER_OF_SERIES_RELATED_INSTANCES, "IS", [count])
+    return results
+
+
+def _set(result: dict[str, Any], tag: str, vr: str, values: list[Any]) -> None:
+    """Replace the value of ``tag`` if the result carries it (no attribute the client did not get is added)."""
+    if tag not in result:
+        return
+    result[tag] = {"vr": vr, "Value": values} if values else {"vr": vr}
 
 
 def keep_instances(metadata: bytes, sop_instance_uids: frozenset[str] | set[str]) -> bytes:

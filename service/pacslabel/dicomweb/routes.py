@@ -39,7 +39,7 @@ from starlette.concurrency import run_in_threadpool
 from pacslabel.access.policy import AccessPolicy, AccessSnapshot, StudyGrant, take_snapshot
 from pacslabel.audit.service import record
 from pacslabel.db import session_scope
-from pacslabel.dicomweb import filtering, release_filters
+from pacslabel.dicomweb import filtering, release_filters, visible_counts
 from pacslabel.dicomweb.metadata_cache import SERIES_METADATA_CACHE, CachedMetadata, compact_json
 from pacslabel.errors import BadInput, NotFound, PacslabelError
 from pacslabel.orthanc.client import OrthancError
@@ -382,13 +382,20 @@ async def _search(request: Request, policy: AccessPolicy, path: str, *, study: s
             await _db(policy, lambda p: _note_study_view(request, p, study))
         return _json_response(request, filtering.dumps(results))
 
-    def access(p: AccessPolicy) -> tuple[set[str], dict[str, StudyGrant]]:
+    def access(p: AccessPolicy) -> tuple[set[str], dict[str, StudyGrant], dict[str, filtering.VisibleStudy] | None]:
         studies, grants = release_filters.scope(p, study, level, released)
         if study is not None and studies and level == "series":
             _note_study_view(request, p, study)
-        return studies, grants
+        # Orthanc's study results carry counts: when the candidates are few (a viewer asks for one study),
+        # they are counted here, in the same trip to the database, rather than after Orthanc answered.
+        counts = None
+        if level == "studies" and not p.is_admin:
+            candidates = _asked_studies(request, studies)
+            if len(candidates) <= _UID_LIST_MAX:
+                counts = visible_counts.study_counts(p, candidates)
+        return studies, grants, counts
 
-    studies, grants = await _db(policy, access)
+    studies, grants, counts = await _db(policy, access)
     if not studies:
         return _json_response(request, b"[]")
     params: list[tuple[str, str]] | None = _query(request, drop=("limit", "offset", *release_filters.PARAMS))
@@ -405,7 +412,40 @@ async def _search(request: Request, policy: AccessPolicy, path: str, *, study: s
         results = filtering.filter_instances(
             results, lambda st, se, sop: st in grants and (grants[st].can_see_instance(se, sop) if sop
                                                            else grants[st].can_see_series(se)), study)
-    return _json_response(request, filtering.dumps(filtering.paginate(results, limit, offset)))
+    results = filtering.paginate(results, limit, offset)
+    if counts is not None:
+        results = filtering.set_visible_counts(results, counts, {})
+    else:
+        results = await _recount(policy, results, study)
+    return _json_response(request, filtering.dumps(results))
+
+
+def _asked_studies(request: Request, visible: set[str]) -> set[str]:
+    """The visible studies a QIDO query can match, as far as its StudyInstanceUID match says."""
+    asked = [v for k, v in request.query_params.multi_items() if k in ("StudyInstanceUID", "0020000D")]
+    if not asked:
+        return visible
+    return {uid for value in asked for uid in re.split(r"[,\\]", value) if uid} & visible
+
+
+async def _recount(policy: AccessPolicy, results: list[dict[str, Any]], study: str | None, *,
+                   metadata: bool = False) -> list[dict[str, Any]]:
+    """Counts and ModalitiesInStudy as the user may see them (``visible_counts.py``); no database work when
+    no result carries one (and none for admins, who keep Orthanc's values)."""
+    # In QIDO only the ML role has partly visible series; for other roles a series count is Orthanc's, right.
+    if policy.is_admin or not (filtering.studies_with_counts(results, study)
+                               or ((metadata or policy.is_ml) and filtering.carries_counts(results))):
+        return results
+    return await _db(policy, lambda p: visible_counts.recount(p, results, study, series_from_database=metadata))
+
+
+async def _recount_metadata(policy: AccessPolicy, plain: bytes, gzipped: bytes | None, study: str
+                            ) -> tuple[bytes, bytes | None]:
+    """A metadata body (bytes, with its cached gzip) with counts as the user may see them. Stored files
+    seldom carry a count, so the body is parsed only when one of the tags appears in it."""
+    if policy.is_admin or not filtering.mentions_counts(plain):
+        return plain, gzipped
+    return filtering.dumps(await _recount(policy, json.loads(plain), study, metadata=True)), None
 
 
 @router.get("/studies")
@@ -446,12 +486,13 @@ async def search_for_instances_in_series(study: str, series: str, request: Reque
     if only is None:  # the series is visible whole: Orthanc's own limit/offset are right
         results = await _get_json(request, f"studies/{study}/series/{series}/instances",
                                   _query(request, drop=release_filters.PARAMS))
-        return _json_response(request, filtering.dumps(results))
+        return _json_response(request, filtering.dumps(await _recount(policy, results, study)))
     results = await _get_json(request, f"studies/{study}/series/{series}/instances",
                               _query(request, drop=("limit", "offset", *release_filters.PARAMS)))
     results = [r for r in results if filtering.tag_value(r, filtering.SOP_INSTANCE_UID) in only]
     limit, offset = _int_param(request, "limit"), _int_param(request, "offset")
-    return _json_response(request, filtering.dumps(filtering.paginate(results, limit, offset)))
+    results = await _recount(policy, filtering.paginate(results, limit, offset), study)
+    return _json_response(request, filtering.dumps(results))
 
 
 # WADO-RS: metadata ---------------------------------------------------------------------------------------
@@ -504,6 +545,7 @@ async def retrieve_series_metadata(study: str, series: str, request: Request, po
     plain, gzipped = await run_in_threadpool(_render, request, entry)
     if only is not None:
         plain, gzipped = filtering.keep_instances(plain, only), None
+    plain, gzipped = await _recount_metadata(policy, plain, gzipped, study)
     return _json_response(request, plain, gzipped)
 
 
@@ -545,7 +587,8 @@ async def retrieve_study_metadata(study: str, request: Request, policy: Policy) 
         inner = plain.strip()[1:-1].strip()
         if inner:
             parts.append(inner)
-    return _json_response(request, b"[" + b",".join(parts) + b"]")
+    body, _ = await _recount_metadata(policy, b"[" + b",".join(parts) + b"]", None, study)
+    return _json_response(request, body)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/metadata")
@@ -555,7 +598,7 @@ async def retrieve_instance_metadata(study: str, series: str, instance: str, req
     _json_accepted(request)
     await _require_series(policy, study, series, instance=instance)
     results = await _get_json(request, f"studies/{study}/series/{series}/instances/{instance}/metadata")
-    return _json_response(request, filtering.dumps(results))
+    return _json_response(request, filtering.dumps(await _recount(policy, results, study, metadata=True)))
 
 
 # WADO-RS: bytes ------------------------------------------------------------------------------------------

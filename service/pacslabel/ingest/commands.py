@@ -93,3 +93,33 @@ def delete(quarantine_id: int) -> None:
     with session_scope(_factory(settings)) as session:
         service.delete(session, settings, quarantine_id, actor="cli")
     typer.echo(f"quarantine item {quarantine_id} deleted")
+
+
+@app.command("backfill-accession-keys")
+def backfill_accession_keys(
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=10_000,
+                                            help="Studies per database transaction.")] = 200,
+) -> None:
+    """Record the keyed accession (catalog_studies.accession_key) of studies catalogued before ingest did,
+    read from one de-identified instance per study in Orthanc. Idempotent; audited per batch."""
+    from tqdm import tqdm
+
+    from pacslabel.catalog import accession_backfill, repository
+    from pacslabel.db import session_scope
+    from pacslabel.orthanc.client import OrthancClient
+
+    settings = _settings()
+    factory = _factory(settings)
+    with session_scope(factory) as session:
+        missing = repository.count_studies_without_accession_key(session)
+    if not missing:
+        typer.echo("every catalogued study has its accession key; nothing to do")
+        return
+    with OrthancClient.from_settings(settings) as orthanc, tqdm(total=missing, unit="study",
+                                                                desc="accession keys") as bar:
+        report = accession_backfill.backfill_accession_keys(factory, orthanc, actor="cli", batch_size=batch_size,
+                                                            progress=bar.update)
+    typer.echo(f"filled {report.filled} of {report.looked_at} studies; {report.without_accession} without an "
+               f"accession number, {report.not_in_orthanc} not in Orthanc, {report.unchanged} filled meanwhile")
+    for study in report.left_null[:20]:
+        typer.echo(f"  still without a key: {study}")
