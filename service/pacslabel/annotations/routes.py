@@ -31,9 +31,10 @@ from pacslabel.dicomweb.multipart import parse_media_type
 from pacslabel.errors import BadInput, Forbidden, NotFound
 from pacslabel.orthanc.client import OrthancClient
 from pacslabel.tasks import service as task_service
+from pacslabel.web.api_contract import INVALID_REQUEST, MAX_ROW_ID, ROW_ID_RANGE, RowId, Text
 from pacslabel.web.deps import CurrentUser, DbSession
 
-router = APIRouter(prefix="/api/tasks", tags=["annotations"])
+router = APIRouter(prefix="/api/tasks", tags=["annotations"], responses=INVALID_REQUEST)
 
 MAX_FORM_FIELD_BYTES = 1024 * 1024
 
@@ -41,17 +42,17 @@ MAX_FORM_FIELD_BYTES = 1024 * 1024
 class LengthBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     value_mm: float = Field(ge=0)
-    sop_instance_uid: str = Field(min_length=1, max_length=64)
+    sop_instance_uid: Text = Field(min_length=1, max_length=64)
     points: list[tuple[float, float]] = Field(min_length=2, max_length=1000)
-    tracking_id: str | None = Field(default=None, max_length=64)
-    finding: str | None = Field(default=None, max_length=255)
+    tracking_id: Text | None = Field(default=None, max_length=64)
+    finding: Text | None = Field(default=None, max_length=255)
 
 
 class ReportBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     measurements: list[LengthBody] = Field(default_factory=list, max_length=1000)
-    answers: dict[str, str] = Field(default_factory=dict)
-    series_uid: str | None = Field(default=None, max_length=64)
+    answers: dict[Text, Text] = Field(default_factory=dict)
+    series_uid: Text | None = Field(default=None, max_length=64)
 
 
 def version_view(row: AnnotationVersion) -> dict[str, Any]:
@@ -82,6 +83,9 @@ async def _form_seg(request: Request) -> dict[str, Any]:
     raw_segments = form.get("segments")
     if not isinstance(raw_segments, str):
         raise BadInput('Send a form field segments with JSON like {"1": "lesion"}.')
+    series_uid = form.get("series_uid")
+    if "\x00" in raw_segments or (isinstance(series_uid, str) and "\x00" in series_uid):
+        raise BadInput("segments and series_uid must not contain NUL (0x00) characters.")
     try:
         segments = json.loads(raw_segments)
     except ValueError as error:
@@ -90,8 +94,7 @@ async def _form_seg(request: Request) -> dict[str, Any]:
         raise BadInput('segments must be a JSON object of segment number -> protocol label, e.g. {"1": "lesion"}.')
     seg_type = str(form.get("seg_type") or "BINARY").upper()
     if seg_type not in ("BINARY", "LABELMAP"):
-        raise BadInput(f"seg_type must be BINARY or LABELMAP, not {seg_type!r}.")
-    series_uid = form.get("series_uid")
+        raise BadInput(f"seg_type must be BINARY or LABELMAP, not {seg_type[:32]!r}.")
     labels = await upload.read()
     return {
         "npy": labels,
@@ -104,7 +107,7 @@ async def _form_seg(request: Request) -> dict[str, Any]:
 
 
 @router.post("/{task_id}/annotations", status_code=201)
-async def save_task_annotation(task_id: int, request: Request, session: DbSession,
+async def save_task_annotation(task_id: RowId, request: Request, session: DbSession,
                                user: CurrentUser) -> JSONResponse:
     """Save a label array (multipart form) as a SEG version, or measurements/answers (JSON) as an SR version."""
     media = parse_media_type(request.headers.get("content-type")).value
@@ -123,8 +126,12 @@ async def save_task_annotation(task_id: int, request: Request, session: DbSessio
                                        "(measurements and answers)."}, status_code=415)
 
     fixes_param = request.query_params.get("fixes")  # on a review task: the read task the reviewer fixes
-    if fixes_param is not None and not fixes_param.isdigit():
-        return JSONResponse({"detail": f"fixes must be a read task id, not {fixes_param[:32]!r}"}, status_code=422)
+    # ASCII digits within a row id: "²".isdigit() holds but int() refuses it, and a larger number overflows the
+    # database driver; both were 500s.
+    if fixes_param is not None and not (fixes_param.isascii() and fixes_param.isdigit()
+                                        and 1 <= int(fixes_param) <= MAX_ROW_ID):
+        return JSONResponse({"detail": f"fixes must be a read task id {ROW_ID_RANGE}, not {fixes_param[:32]!r}"},
+                            status_code=422)
     fixes = int(fixes_param) if fixes_param is not None else None
 
     def work() -> AnnotationVersion:
@@ -146,7 +153,7 @@ async def save_task_annotation(task_id: int, request: Request, session: DbSessio
 
 
 @router.get("/{task_id}/annotations")
-def list_task_annotations(task_id: int, session: DbSession, user: CurrentUser) -> dict[str, Any]:
+def list_task_annotations(task_id: RowId, session: DbSession, user: CurrentUser) -> dict[str, Any]:
     """The task's SEG and SR versions, oldest first. Another reader's task does not exist for the caller."""
     try:
         task = task_service.task_for_user(session, task_id, user)

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from itertools import chain
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 from sqlalchemy.orm import Session, sessionmaker
 
 from pacslabel.db import session_scope
@@ -31,13 +31,15 @@ from pacslabel.export.models import DataFlowAction, ExportFormat
 from pacslabel.orthanc.client import OrthancClient
 from pacslabel.projects.models import Project
 from pacslabel.users.models import Role, User
+from pacslabel.web.api_contract import INVALID_REQUEST, Reference, bounded_reference
 from pacslabel.web.deps import AdminUser, DbSession, require_roles
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(tags=["export"])
+router = APIRouter(tags=["export"], responses=INVALID_REQUEST)
 
 ExportUser = Annotated[User, Depends(require_roles(Role.ADMIN, Role.ML))]
+ProjectFilter = Annotated[str | None, Query(min_length=1, max_length=128), AfterValidator(bounded_reference)]
 DOWNLOAD_FORMATS = {ExportFormat.DICOM_ZIP.value: dicom_zip, ExportFormat.NIFTI_ZIP.value: nifti_zip}
 
 
@@ -60,7 +62,7 @@ def _project(session: Session, reference: str) -> Project:
 
 
 @router.post("/api/projects/{project}/snapshots", status_code=201)
-def create_snapshot(project: str, request: Request, session: DbSession, user: ExportUser,
+def create_snapshot(project: Reference, request: Request, session: DbSession, user: ExportUser,
                     body: SnapshotRequest | None = None) -> dict[str, Any]:
     row = snapshots.create_snapshot(session, _orthanc(request), user, _project(session, project),
                                     include_test=bool(body and body.include_test), client=_client(request))
@@ -68,13 +70,13 @@ def create_snapshot(project: str, request: Request, session: DbSession, user: Ex
 
 
 @router.get("/api/projects/{project}/snapshots")
-def list_snapshots(project: str, session: DbSession, user: ExportUser) -> dict[str, Any]:
+def list_snapshots(project: Reference, session: DbSession, user: ExportUser) -> dict[str, Any]:
     rows = snapshots.list_snapshots(session, user, _project(session, project))
     return {"snapshots": [snapshots.snapshot_view(row) for row in rows]}
 
 
 @router.get("/api/snapshots/{snapshot}")
-def get_manifest(snapshot: str, request: Request, session: DbSession, user: ExportUser) -> Response:
+def get_manifest(snapshot: Reference, request: Request, session: DbSession, user: ExportUser) -> Response:
     row = snapshots.snapshot_for(session, user, snapshot)
     snapshots.log_event(session, user, row, DataFlowAction.DOWNLOADED, ExportFormat.MANIFEST, len(row.manifest),
                         _client(request))
@@ -92,8 +94,11 @@ def _counted(chunks: Iterator[bytes], sessions: sessionmaker[Session], event_id:
         snapshots.finish_download(session, event_id, total)
 
 
-@router.get("/api/snapshots/{snapshot}/download")
-def download(snapshot: str, request: Request, session: DbSession, user: ExportUser,
+# A zip, not JSON: said so in the OpenAPI document (FastAPI would publish application/json).
+@router.get("/api/snapshots/{snapshot}/download", response_class=StreamingResponse,
+            responses={200: {"description": "The snapshot as a zip archive.",
+                             "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}})
+def download(snapshot: Reference, request: Request, session: DbSession, user: ExportUser,
              format: str = "dicom-zip") -> StreamingResponse:  # noqa: A002 - the query parameter's name
     build = DOWNLOAD_FORMATS.get(format)
     if build is None:
@@ -117,12 +122,12 @@ def download(snapshot: str, request: Request, session: DbSession, user: ExportUs
 
 
 @router.get("/api/snapshots/{snapshot}/diff/{other}")
-def diff(snapshot: str, other: str, session: DbSession, user: ExportUser) -> dict[str, Any]:
+def diff(snapshot: Reference, other: Reference, session: DbSession, user: ExportUser) -> dict[str, Any]:
     return snapshots.diff_snapshots(session, user, snapshot, other)
 
 
 @router.get("/api/exports/log")
-def data_flow_log(session: DbSession, admin: AdminUser, project: str | None = None,
+def data_flow_log(session: DbSession, admin: AdminUser, project: ProjectFilter = None,
                   limit: int = 200) -> dict[str, Any]:
     project_id = _project(session, project).id if project is not None else None
     entries = snapshots.data_flow_log(session, admin, project_id=project_id, limit=limit)

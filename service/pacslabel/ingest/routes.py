@@ -7,9 +7,10 @@ from typing import Any
 from fastapi import APIRouter
 
 from pacslabel.ingest import repository, service
+from pacslabel.web.api_contract import INVALID_REQUEST, RowId
 from pacslabel.web.deps import AdminUser, AppSettings, DbSession
 
-router = APIRouter(prefix="/api/ingest", tags=["ingest"])
+router = APIRouter(prefix="/api/ingest", tags=["ingest"], responses=INVALID_REQUEST)
 
 
 @router.get("/status")
@@ -24,12 +25,12 @@ def quarantine_list(session: DbSession, user: AdminUser, include_resolved: bool 
 
 
 @router.post("/quarantine/{quarantine_id}/release")
-def quarantine_release(quarantine_id: int, session: DbSession, user: AdminUser,
+def quarantine_release(quarantine_id: RowId, session: DbSession, user: AdminUser,
                        settings: AppSettings) -> dict[str, Any]:
     return service.quarantine_dict(service.release(session, settings, quarantine_id, actor=user.username))
 
 
 @router.delete("/quarantine/{quarantine_id}")
-def quarantine_delete(quarantine_id: int, session: DbSession, user: AdminUser,
+def quarantine_delete(quarantine_id: RowId, session: DbSession, user: AdminUser,
                       settings: AppSettings) -> dict[str, Any]:
     return service.quarantine_dict(service.delete(session, settings, quarantine_id, actor=user.username))

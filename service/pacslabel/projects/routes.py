@@ -13,9 +13,10 @@ from pacslabel.projects import repository, service
 from pacslabel.projects.clinical import import_clinical_csv
 from pacslabel.projects.yaml_loading import ProjectFileError
 from pacslabel.users.models import Role, User
+from pacslabel.web.api_contract import INVALID_REQUEST, Slug
 from pacslabel.web.deps import AdminUser, CurrentUser, DbSession
 
-router = APIRouter(prefix="/api/projects", tags=["projects"])
+router = APIRouter(prefix="/api/projects", tags=["projects"], responses=INVALID_REQUEST)
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
 
@@ -27,6 +28,8 @@ async def text_body(request: Request) -> str:
         raise BadInput(f"body larger than {MAX_BODY_BYTES} bytes", status_code=413)
     if not data.strip():
         raise BadInput("empty body; send the file as the request body")
+    if b"\x00" in data:  # no YAML or CSV holds one, and PostgreSQL text cannot
+        raise BadInput("the body contains NUL (0x00) bytes; send the file as UTF-8 text")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -53,7 +56,7 @@ def list_projects(session: DbSession, user: CurrentUser) -> dict[str, Any]:
 
 
 @router.get("/{slug}")
-def project_detail(slug: str, session: DbSession, user: CurrentUser) -> dict[str, Any]:
+def project_detail(slug: Slug, session: DbSession, user: CurrentUser) -> dict[str, Any]:
     project = service.require_project(session, slug)
     if not _visible(user, project):
         raise Forbidden(f"you are not a reader of project {slug}")
@@ -82,13 +85,13 @@ def apply(text: TextBody, session: DbSession, admin: AdminUser) -> dict[str, Any
 
 
 @router.post("/{slug}/sync")
-def sync(slug: str, session: DbSession, admin: AdminUser) -> dict[str, Any]:
+def sync(slug: Slug, session: DbSession, admin: AdminUser) -> dict[str, Any]:
     result = service.sync_project_items(session, service.require_project(session, slug))
     return {"added": result.added, "updated": result.updated, "released": result.released,
             "new_patients": result.new_patients}
 
 
 @router.post("/{slug}/clinical")
-def clinical(slug: str, text: TextBody, session: DbSession, admin: AdminUser) -> dict[str, Any]:
+def clinical(slug: Slug, text: TextBody, session: DbSession, admin: AdminUser) -> dict[str, Any]:
     result = import_clinical_csv(session, service.require_project(session, slug), text, admin.username)
     return {"rows": result.rows, "patients": result.patients}

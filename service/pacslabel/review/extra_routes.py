@@ -24,9 +24,10 @@ from pacslabel.review.comments import MAX_COMMENT_LENGTH
 from pacslabel.settings import Settings
 from pacslabel.tasks.models import Task
 from pacslabel.users.models import Role, User
+from pacslabel.web.api_contract import INVALID_REQUEST, RowId, Slug, Text
 from pacslabel.web.deps import AdminUser, AppSettings, CurrentUser, DbSession, require_roles
 
-router = APIRouter(tags=["review"])
+router = APIRouter(tags=["review"], responses=INVALID_REQUEST)
 
 MAX_LOOKUP = 1000
 ReviewerUser = Annotated[User, Depends(require_roles(Role.REVIEWER, Role.ADMIN))]
@@ -34,12 +35,12 @@ ReviewerUser = Annotated[User, Depends(require_roles(Role.REVIEWER, Role.ADMIN))
 
 class CommentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    body: str = Field(min_length=1, max_length=MAX_COMMENT_LENGTH)
+    body: Text = Field(min_length=1, max_length=MAX_COMMENT_LENGTH)
 
 
 class AccessionLookupRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    accessions: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(min_length=1, max_length=MAX_LOOKUP)
+    accessions: list[Annotated[Text, Field(min_length=1, max_length=64)]] = Field(min_length=1, max_length=MAX_LOOKUP)
 
 
 def pseudonymizer(settings: Settings) -> Pseudonymizer:
@@ -51,20 +52,21 @@ def pseudonymizer(settings: Settings) -> Pseudonymizer:
 
 
 @router.get("/api/tasks/{task_id}/comments")
-def list_comments(task_id: int, session: DbSession, user: CurrentUser) -> dict[str, Any]:
+def list_comments(task_id: RowId, session: DbSession, user: CurrentUser) -> dict[str, Any]:
     task = comments.followed_task(session, task_id, user)
     return {"task_id": task.id, "comments": comments.thread(session, task)}
 
 
 @router.post("/api/tasks/{task_id}/comments", status_code=201)
-def add_comment(task_id: int, body: CommentRequest, session: DbSession, user: CurrentUser) -> dict[str, Any]:
+def add_comment(task_id: RowId, body: CommentRequest, session: DbSession, user: CurrentUser) -> dict[str, Any]:
     task = comments.followed_task(session, task_id, user)
     row = comments.post_comment(session, task, user, body.body)
     return {"comment": comments.comment_view(row, user.username)}
 
 
 @router.get("/api/tasks/{task_id}/changes")
-def task_changes(task_id: int, request: Request, session: DbSession, user: CurrentUser) -> dict[str, Any]:
+def task_changes(task_id: RowId, request: Request, session: DbSession,
+                 user: CurrentUser) -> dict[str, Any]:
     """What reviewers changed in this read: per fix, per label added/removed voxels, Dice, slices touched."""
     task: Task = comments.followed_task(session, task_id, user)
     orthanc: OrthancClient | None = getattr(request.app.state, "orthanc", None)
@@ -75,7 +77,7 @@ def task_changes(task_id: int, request: Request, session: DbSession, user: Curre
 
 
 @router.get("/api/items/{item_id}/final-label")
-def final_label(item_id: int, session: DbSession, user: ReviewerUser) -> dict[str, Any]:
+def final_label(item_id: RowId, session: DbSession, user: ReviewerUser) -> dict[str, Any]:
     item = session.get(ProjectItem, item_id)
     if item is None:
         raise NotFound(f"no item {item_id}")
@@ -109,7 +111,7 @@ async def _upload(request: Request) -> tuple[bytes, str]:
 
 @router.post("/api/projects/{slug}/ground-truth")
 async def import_ground_truth(
-    slug: str, request: Request, session: DbSession, admin: AdminUser, settings: AppSettings
+    slug: Slug, request: Request, session: DbSession, admin: AdminUser, settings: AppSettings
 ) -> dict[str, Any]:
     data, name = await _upload(request)
     project = project_service.require_project(session, slug)

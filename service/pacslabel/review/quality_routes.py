@@ -27,10 +27,11 @@ from pacslabel.projects.service import may_review, project_spec
 from pacslabel.review import quality
 from pacslabel.review.quality_plots import bar_chart, line_chart
 from pacslabel.users.models import Role, User
+from pacslabel.web.api_contract import INVALID_REQUEST
 from pacslabel.web.deps import DbSession, current_user, require_roles
 from pacslabel.web.pages import render
 
-router = APIRouter(tags=["quality"])
+router = APIRouter(tags=["quality"], responses=INVALID_REQUEST)
 
 QualityUser = Annotated[User, Depends(require_roles(Role.REVIEWER, Role.ADMIN))]
 FORMATS = ("json", "csv")

@@ -19,17 +19,18 @@ from pacslabel.tasks import repository as task_repository
 from pacslabel.tasks.models import Task
 from pacslabel.tasks.states import TaskPurpose
 from pacslabel.users.models import Role, User
+from pacslabel.web.api_contract import INVALID_REQUEST, RowId, Text
 from pacslabel.web.deps import DbSession, require_roles
 
-router = APIRouter(prefix="/api/review", tags=["review"])
+router = APIRouter(prefix="/api/review", tags=["review"], responses=INVALID_REQUEST)
 
 ReviewerUser = Annotated[User, Depends(require_roles(Role.REVIEWER, Role.ADMIN))]
 
 
 class RejectRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=1, max_length=255)
-    comment: str | None = Field(default=None, max_length=4000)
+    reason: Text = Field(min_length=1, max_length=255)
+    comment: Text | None = Field(default=None, max_length=4000)
 
 
 def _iso(value: Any) -> str | None:
@@ -79,7 +80,8 @@ def queue(session: DbSession, user: ReviewerUser) -> dict[str, Any]:
 
 
 @router.post("/tasks/{read_task_id}/approve")
-def approve(read_task_id: int, request: Request, session: DbSession, user: ReviewerUser) -> dict[str, Any]:
+def approve(read_task_id: RowId, request: Request, session: DbSession,
+            user: ReviewerUser) -> dict[str, Any]:
     task = _read_task(session, read_task_id)
     review_task = repository.task_of_reviewer(session, task.item_id, user.id, TaskPurpose.REVIEW)
     orthanc: OrthancClient | None = getattr(request.app.state, "orthanc", None)
@@ -88,7 +90,8 @@ def approve(read_task_id: int, request: Request, session: DbSession, user: Revie
 
 
 @router.post("/tasks/{read_task_id}/reject")
-def reject(read_task_id: int, body: RejectRequest, session: DbSession, user: ReviewerUser) -> dict[str, Any]:
+def reject(read_task_id: RowId, body: RejectRequest, session: DbSession,
+           user: ReviewerUser) -> dict[str, Any]:
     task = _read_task(session, read_task_id)
     review_task = repository.task_of_reviewer(session, task.item_id, user.id, TaskPurpose.REVIEW)
     row = workflow.reject(session, review_task, user, task, body.reason, body.comment)

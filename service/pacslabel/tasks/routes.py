@@ -16,9 +16,10 @@ from pacslabel.tasks import repository, service
 from pacslabel.tasks.states import TaskPurpose
 from pacslabel.tasks.views import task_view, visible_to_reader
 from pacslabel.users import repository as user_repository
+from pacslabel.web.api_contract import INVALID_REQUEST, MAX_ROW_ID, RowId, Text
 from pacslabel.web.deps import AdminUser, CurrentUser, DbSession
 
-router = APIRouter(prefix="/api/tasks", tags=["tasks"])
+router = APIRouter(prefix="/api/tasks", tags=["tasks"], responses=INVALID_REQUEST)
 
 
 class Body(BaseModel):
@@ -26,25 +27,25 @@ class Body(BaseModel):
 
 
 class NextRequest(Body):
-    project: str | None = None
+    project: Text | None = None
 
 
 class ReasonRequest(Body):
-    reason: str = Field(min_length=1, max_length=255)
+    reason: Text = Field(min_length=1, max_length=255)
 
 
 class ExcludeRequest(ReasonRequest):
-    note: str | None = Field(default=None, max_length=service.MAX_NOTE_LENGTH)
+    note: Text | None = Field(default=None, max_length=service.MAX_NOTE_LENGTH)
 
 
 class NoteRequest(Body):
-    text: str = Field(min_length=1, max_length=service.MAX_NOTE_LENGTH)
+    text: Text = Field(min_length=1, max_length=service.MAX_NOTE_LENGTH)
 
 
 class AssignRequest(Body):
-    project: str = Field(min_length=1)
-    item_id: int
-    reader: str = Field(min_length=1)
+    project: Text = Field(min_length=1)
+    item_id: int = Field(ge=1, le=MAX_ROW_ID)
+    reader: Text = Field(min_length=1)
     purpose: TaskPurpose = TaskPurpose.READ
 
 
@@ -56,20 +57,20 @@ def next_task(session: DbSession, user: CurrentUser, body: NextRequest | None = 
 
 @router.get("/mine")
 def my_tasks(session: DbSession, user: CurrentUser,
-             project: Annotated[str | None, Query(max_length=64)] = None) -> dict[str, Any]:
+             project: Annotated[Text | None, Query(max_length=64)] = None) -> dict[str, Any]:
     project_id = project_service.require_project(session, project).id if project else None
     tasks = [t for t in repository.tasks_of_reader(session, user.id, project_id=project_id) if visible_to_reader(t)]
     return {"tasks": [task_view(session, t, user) for t in tasks]}
 
 
 @router.get("/{task_id}")
-def get_task(task_id: int, session: DbSession, user: CurrentUser) -> dict[str, Any]:
+def get_task(task_id: RowId, session: DbSession, user: CurrentUser) -> dict[str, Any]:
     task = service.task_for_user(session, task_id, user)
     return task_view(session, task, user, with_context=True)
 
 
 @router.post("/{task_id}/submit")
-def submit(task_id: int, session: DbSession, user: CurrentUser) -> dict[str, Any]:
+def submit(task_id: RowId, session: DbSession, user: CurrentUser) -> dict[str, Any]:
     task = service.task_for_user(session, task_id, user, act=True)
     if task.purpose == TaskPurpose.ARBITRATION.value:
         # The arbiter's SEG becomes the item's final label (review room; imported here to keep tasks below it).
@@ -82,20 +83,20 @@ def submit(task_id: int, session: DbSession, user: CurrentUser) -> dict[str, Any
 
 
 @router.post("/{task_id}/skip")
-def skip(task_id: int, body: ReasonRequest, session: DbSession, user: CurrentUser) -> dict[str, Any]:
+def skip(task_id: RowId, body: ReasonRequest, session: DbSession, user: CurrentUser) -> dict[str, Any]:
     task = service.skip_task(session, service.task_for_user(session, task_id, user, act=True), user, body.reason)
     return task_view(session, task, user)
 
 
 @router.post("/{task_id}/exclude")
-def exclude(task_id: int, body: ExcludeRequest, session: DbSession, user: CurrentUser) -> dict[str, Any]:
+def exclude(task_id: RowId, body: ExcludeRequest, session: DbSession, user: CurrentUser) -> dict[str, Any]:
     task = service.exclude_task(session, service.task_for_user(session, task_id, user, act=True), user,
                                 body.reason, body.note)
     return task_view(session, task, user)
 
 
 @router.post("/{task_id}/note")
-def note(task_id: int, body: NoteRequest, session: DbSession, user: CurrentUser) -> dict[str, Any]:
+def note(task_id: RowId, body: NoteRequest, session: DbSession, user: CurrentUser) -> dict[str, Any]:
     task = service.leave_note(session, service.task_for_user(session, task_id, user, act=True), user, body.text)
     return task_view(session, task, user)
 

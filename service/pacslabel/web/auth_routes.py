@@ -12,15 +12,16 @@ from pacslabel.audit import service as audit
 from pacslabel.dicomweb.routes import forget_credential
 from pacslabel.errors import PacslabelError
 from pacslabel.users import service as user_service
+from pacslabel.web.api_contract import INVALID_REQUEST, Text
 from pacslabel.web.deps import SESSION_COOKIE, AppSettings, CurrentUser, DbSession
 from pacslabel.web.pages import render
 
-router = APIRouter(tags=["auth"])
+router = APIRouter(tags=["auth"], responses=INVALID_REQUEST)
 
 
 class LoginRequest(BaseModel):
-    username: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=1024)
+    username: Text = Field(min_length=1, max_length=64)
+    password: Text = Field(min_length=1, max_length=1024)
 
 
 class UserPublic(BaseModel):
@@ -44,7 +45,7 @@ def login_page(request: Request) -> HTMLResponse:
 
 @router.post("/login", include_in_schema=False)
 def login_form(request: Request, session: DbSession, settings: AppSettings,
-               username: Annotated[str, Form(max_length=64)], password: Annotated[str, Form(max_length=1024)],
+               username: Annotated[Text, Form(max_length=64)], password: Annotated[Text, Form(max_length=1024)],
                ) -> Response:
     try:
         user = user_service.authenticate_password(session, username, password)

@@ -37,6 +37,7 @@ from pacslabel.tasks.states import TaskStatus
 from pacslabel.tasks.views import shown_purpose, visible_to_reader
 from pacslabel.users.models import Role, User
 from pacslabel.users.repository import list_users
+from pacslabel.web.api_contract import MAX_ROW_ID, RowId, Text
 from pacslabel.web.deps import DbSession, current_user
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
@@ -408,7 +409,7 @@ def next_task(request: Request, session: DbSession) -> Response:
 
 
 @router.get("/tasks/{task_id}")
-def task_page(task_id: int, request: Request, session: DbSession, saved: str | None = None,
+def task_page(task_id: RowId, request: Request, session: DbSession, saved: str | None = None,
               read: int | None = None) -> Response:
     def build(user: User) -> Response:
         notice = {"note": "Note saved for the reviewer.", "comment": "Comment posted.",
@@ -444,7 +445,7 @@ def _reason(value: str, what: str, choices: Sequence[str]) -> str:
 
 
 @router.post("/tasks/{task_id}/submit")
-def submit_form(task_id: int, request: Request, session: DbSession) -> Response:
+def submit_form(task_id: RowId, request: Request, session: DbSession) -> Response:
     def action(task: Task, user: User) -> str:
         if task.purpose == "arbitration":  # the arbiter's SEG becomes the item's final label
             from pacslabel.review.workflow import finish_arbitration
@@ -457,8 +458,8 @@ def submit_form(task_id: int, request: Request, session: DbSession) -> Response:
 
 
 @router.post("/tasks/{task_id}/skip")
-def skip_form(task_id: int, request: Request, session: DbSession,
-              reason: Annotated[str, Form()] = "") -> Response:
+def skip_form(task_id: RowId, request: Request, session: DbSession,
+              reason: Annotated[Text, Form()] = "") -> Response:
     def action(task: Task, user: User) -> str:
         choices = _protocol(session, task).get("skip_reasons") or []
         task_service.skip_task(session, task, user, _reason(reason, "skip", choices))
@@ -467,8 +468,8 @@ def skip_form(task_id: int, request: Request, session: DbSession,
 
 
 @router.post("/tasks/{task_id}/exclude")
-def exclude_form(task_id: int, request: Request, session: DbSession,
-                 reason: Annotated[str, Form()] = "", note: Annotated[str, Form()] = "") -> Response:
+def exclude_form(task_id: RowId, request: Request, session: DbSession,
+                 reason: Annotated[Text, Form()] = "", note: Annotated[Text, Form()] = "") -> Response:
     def action(task: Task, user: User) -> str:
         choices = _protocol(session, task).get("exclusion_reasons") or []
         task_service.exclude_task(session, task, user, _reason(reason, "exclusion", choices), note.strip() or None)
@@ -477,7 +478,8 @@ def exclude_form(task_id: int, request: Request, session: DbSession,
 
 
 @router.post("/tasks/{task_id}/note")
-def note_form(task_id: int, request: Request, session: DbSession, text: Annotated[str, Form()] = "") -> Response:
+def note_form(task_id: RowId, request: Request, session: DbSession,
+              text: Annotated[Text, Form()] = "") -> Response:
     def action(task: Task, user: User) -> str:
         task_service.leave_note(session, task, user, text)
         return f"/tasks/{task.id}?saved=note"
@@ -485,8 +487,9 @@ def note_form(task_id: int, request: Request, session: DbSession, text: Annotate
 
 
 @router.post("/tasks/{task_id}/comments")
-def comment_form(task_id: int, request: Request, session: DbSession, body: Annotated[str, Form()] = "",
-                 back: Annotated[int | None, Form()] = None, from_queue: Annotated[bool, Form()] = False
+def comment_form(task_id: RowId, request: Request, session: DbSession, body: Annotated[Text, Form()] = "",
+                 back: Annotated[int | None, Form(ge=1, le=MAX_ROW_ID)] = None,
+                 from_queue: Annotated[bool, Form()] = False
                  ) -> Response:
     """A comment on a task's thread from its reader, a reviewer of its item (from their review page: ``back``
     is that page's task; from a read opened in the review queue: ``from_queue``) or an admin."""
@@ -562,12 +565,12 @@ def _quarantine_action(request: Request, session: Session, quarantine_id: int, w
 
 
 @router.post("/admin/ingest/quarantine/{quarantine_id}/release")
-def quarantine_release(quarantine_id: int, request: Request, session: DbSession) -> Response:
+def quarantine_release(quarantine_id: RowId, request: Request, session: DbSession) -> Response:
     return _quarantine_action(request, session, quarantine_id, "release")
 
 
 @router.post("/admin/ingest/quarantine/{quarantine_id}/delete")
-def quarantine_delete(quarantine_id: int, request: Request, session: DbSession) -> Response:
+def quarantine_delete(quarantine_id: RowId, request: Request, session: DbSession) -> Response:
     return _quarantine_action(request, session, quarantine_id, "delete")
 
 

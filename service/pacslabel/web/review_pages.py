@@ -24,6 +24,7 @@ from pacslabel.tasks import repository as task_repository
 from pacslabel.tasks.models import Task
 from pacslabel.tasks.states import TaskPurpose
 from pacslabel.users.models import Role, User
+from pacslabel.web.api_contract import MAX_ROW_ID, RowId, Text
 from pacslabel.web.deps import DbSession
 from pacslabel.web.pages import _own_task, _page, _protocol, _reason, _task_page, render, review_read_page
 
@@ -77,7 +78,8 @@ def next_review(request: Request, session: DbSession) -> Response:
 
 
 @router.get("/review/reads/{read_task_id}")
-def review_read(read_task_id: int, request: Request, session: DbSession, saved: str | None = None) -> Response:
+def review_read(read_task_id: RowId, request: Request, session: DbSession,
+                saved: str | None = None) -> Response:
     def build(user: User) -> Response:
         read = _read_task(session, read_task_id)
         workflow.check_reviewer(session, user, read)  # 403 for a non-reviewer or a reader of the item
@@ -131,12 +133,13 @@ def _decide(request: Request, session: Session, read_task_id: int, back: int | N
 
 
 @router.post("/review/reads/{read_task_id}/approve")
-def approve_form(read_task_id: int, request: Request, session: DbSession,
-                 back: Annotated[int | None, Form()] = None) -> Response:
+def approve_form(read_task_id: RowId, request: Request, session: DbSession,
+                 back: Annotated[int | None, Form(ge=1, le=MAX_ROW_ID)] = None) -> Response:
     return _decide(request, session, read_task_id, back, {}, "approve")
 
 
 @router.post("/review/reads/{read_task_id}/reject")
-def reject_form(read_task_id: int, request: Request, session: DbSession, reason: Annotated[str, Form()] = "",
-                comment: Annotated[str, Form()] = "", back: Annotated[int | None, Form()] = None) -> Response:
+def reject_form(read_task_id: RowId, request: Request, session: DbSession, reason: Annotated[Text, Form()] = "",
+                comment: Annotated[Text, Form()] = "",
+                back: Annotated[int | None, Form(ge=1, le=MAX_ROW_ID)] = None) -> Response:
     return _decide(request, session, read_task_id, back, {"reason": reason, "comment": comment}, "reject")
