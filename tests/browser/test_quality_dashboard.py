@@ -3,7 +3,8 @@ link, and every number the page shows (table cells and chart bars, read from the
 
 Real pieces: Orthanc (session fixture) holding the world's CTs, SEGs and SRs; uvicorn running
 `create_app(settings)` on an ephemeral port; SQLite; Debian chromium through Playwright. The screenshots go to
-test-artifacts/ (quality-dashboard.png, quality-dashboard-breakdown.png).
+test-artifacts/ (quality-dashboard.png, quality-dashboard-agreement.png,
+quality-dashboard-breakdown.png).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ READ_CELLS = """() => Array.from(document.querySelectorAll('td[data-metric]')).m
 READ_CHIPS = """() => Array.from(document.querySelectorAll('section.project-quality [data-key]')).map(e => ({
   project: e.closest('section').dataset.project, split: e.dataset.split, key: e.dataset.key,
   name: e.dataset.name || null, value: JSON.parse(e.dataset.value)}))"""
+READ_AGREEMENT = """() => Array.from(document.querySelectorAll('section.project-quality [data-agreement]')).map(e => ({
+  kind: e.dataset.agreement, split: e.dataset.split, name: e.dataset.name, stat: e.dataset.stat,
+  value: JSON.parse(e.dataset.value), text: e.textContent.trim()}))"""
 READ_BARS = """(title) => { const svg = document.querySelector(`svg[aria-label="${title}"]`);
   return svg ? Array.from(svg.querySelectorAll('rect[data-value]')).map(r => Number(r.dataset.value)) : null; }"""
 
@@ -137,6 +141,46 @@ def test_dashboard_renders_and_its_numbers_equal_the_api(served: tuple[str, Qual
             else:
                 assert chip["value"] == split[chip["key"]][chip["name"]], chip
         assert {c["name"] for c in chips if c["key"] == "manufacturers"} == {"Siemens", "GE"}
+
+        # Agreement between readers: every cell and chip equals the project API, and every API number is shown.
+        agreement = project["agreement"]
+        api_agreement: dict[tuple[str, str, str, str], Any] = {}
+        for split, block in [("all", agreement["overall"]), *agreement["splits"].items()]:
+            for question, numbers in block["questions"].items():
+                for stat in ("items_rated", "fleiss_kappa", "fleiss_raters", "fleiss_items", "fleiss_excluded",
+                             "krippendorff_alpha"):
+                    api_agreement[("question", split, question, stat)] = numbers[stat]
+                for answer, n in numbers["answers"].items():
+                    api_agreement[("answer", split, question, answer)] = n
+            for label, numbers in block["segments"].items():
+                for stat, value in (("pairs", numbers["pairs"]), ("hd95_infinite", numbers["hd95_infinite"]),
+                                    ("dice_median", numbers["dice"]["median"]), ("dice_iqr", numbers["dice"]["iqr"]),
+                                    ("hd95_mm_n", numbers["hd95_mm"]["n"]),
+                                    ("hd95_mm_median", numbers["hd95_mm"]["median"]),
+                                    ("hd95_mm_iqr", numbers["hd95_mm"]["iqr"])):
+                    api_agreement[("segment", split, label, stat)] = value
+        agreement_cells = page.evaluate(READ_AGREEMENT)
+        page_agreement = {(c["kind"], c["split"], c["name"], c["stat"]): c["value"] for c in agreement_cells}
+        assert page_agreement == api_agreement
+        assert len(page_agreement) == len(agreement_cells)
+        texts = {(c["kind"], c["split"], c["name"], c["stat"]): c["text"] for c in agreement_cells}
+        overall = agreement["overall"]["questions"]["lesion_present"]
+        assert texts[("question", "all", "lesion_present", "fleiss_kappa")] == f"{overall['fleiss_kappa']:.3f}"
+        liver = agreement["overall"]["segments"]["Liver"]
+        assert texts[("segment", "all", "Liver", "dice_median")] == f"{liver['dice']['median']:.3f}"
+        # The agreement chart's bars are the table's alpha and kappa, in order (undefined ones have no bar).
+        bars = page.evaluate(READ_BARS, f"Inter-rater agreement on answers ({world.project_slug}): "
+                                        "Krippendorff α, Fleiss κ")
+        assert bars == [v for split, block in [("all", agreement["overall"]), *agreement["splits"].items()]
+                        for n in block["questions"].values()
+                        for v in (n["krippendorff_alpha"], n["fleiss_kappa"]) if v is not None]
+        assert -1 / 3 in [pytest.approx(b, abs=1e-12) for b in bars]
+        dice = page.evaluate(READ_BARS, f"Pairwise Dice between readers ({world.project_slug}): median")
+        assert dice == [n["dice"]["median"] for split, block in [("all", agreement["overall"]),
+                                                                 *agreement["splits"].items()]
+                        for n in block["segments"].values() if n["pairs"]]
+        page.get_by_role("table", name=f"{world.project_slug} answer agreement").scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "quality-dashboard-agreement.png"), full_page=True)
 
         # The per-reader breakdown opens (no script needed) and shows the MR head vs CT head rows.
         page.locator(f"details#reader-{world.users['reader1']} summary").click()

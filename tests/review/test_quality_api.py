@@ -88,6 +88,45 @@ def test_project_json_and_csv(quality_world: QualityWorld, client: TestClient) -
             assert _same(values["mean_volume_ml"], row["mean_volume_ml"])
 
 
+def test_project_agreement_json_is_the_report_and_csv_holds_the_same_numbers(
+        quality_world: QualityWorld, client: TestClient) -> None:  # noqa: F811
+    world = quality_world
+    body = client.get(f"/api/quality/projects/{world.project_id}", headers=world.headers["rev1"]).json()
+    from pacslabel.projects.models import Project
+
+    with session_scope(world.sessions) as session:
+        project = session.get(Project, world.project_id)
+        assert project is not None
+        direct = quality.project_quality(session, world.orthanc, project)
+    assert body == json.loads(json.dumps(direct))
+    agreement = body["agreement"]
+    rows = _csv(client.get(f"/api/quality/projects/{world.project_id}?format=csv",
+                           headers=world.headers["rev1"]).text)
+    assert list(rows[0]) == ["project", "split", "category", "key", "items", "mean_volume_ml", "statistic", "value"]
+    csv_cells = {(r["split"], r["category"], r["key"], r["statistic"]): r["value"] for r in rows
+                 if r["category"] in ("question_agreement", "question_answers", "segment_agreement")}
+    wanted: dict[tuple[str, str, str, str], Any] = {}
+    for split, block in [("all", agreement["overall"]), *agreement["splits"].items()]:
+        for question, numbers in block["questions"].items():
+            for stat in ("items_rated", "fleiss_raters", "fleiss_items", "fleiss_excluded", "fleiss_kappa",
+                         "krippendorff_alpha"):
+                wanted[(split, "question_agreement", question, stat)] = numbers[stat]
+            for answer, n in numbers["answers"].items():
+                wanted[(split, "question_answers", question, answer)] = n
+        for label, numbers in block["segments"].items():
+            wanted[(split, "segment_agreement", label, "pairs")] = numbers["pairs"]
+            wanted[(split, "segment_agreement", label, "hd95_infinite")] = numbers["hd95_infinite"]
+            for measure in ("dice", "hd95_mm"):
+                for stat, value in numbers[measure].items():
+                    wanted[(split, "segment_agreement", label, f"{measure}_{stat}")] = value
+    assert set(csv_cells) == set(wanted)  # every JSON number is in the CSV, and nothing else
+    for key, value in wanted.items():
+        assert _same(value, csv_cells[key]), key
+    # The numbers are there to compare: the world's readers disagree on the MR head.
+    assert float(csv_cells[("all", "question_agreement", "lesion_present", "fleiss_kappa")]) == \
+        pytest.approx(-1 / 3, abs=1e-12)
+
+
 def test_who_sees_what(quality_world: QualityWorld, client: TestClient) -> None:  # noqa: F811
     world = quality_world
     pid = world.project_id

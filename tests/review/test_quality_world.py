@@ -111,6 +111,8 @@ READS = (
              (("reject", "incomplete segmentation"), ("approve", None)), "r1_ct", "yes"),
     ReadSpec("reader2", "ct_head", "read", _at(16, 11), 600, "done", (("approve", None),), "r2_ct", "yes"),
     ReadSpec("reader1", "mr_head", "read", _at(18, 9), 1200, "done", (("approve", None),), "r1_mr", "no"),
+    # A second opinion on the MR head without a segmentation: the readers disagree on the classification.
+    ReadSpec("reader2", "mr_head", "read", _at(19, 9), 800, "done", (), None, "yes"),
     ReadSpec("reader1", "ct_chest", "read", _at(23, 8), 120, "returned", (("reject", "wrong label"),), None, None),
     ReadSpec("reader1", "ct_head", "repeat", _at(24, 8), 400, "submitted", (), "r1_ct_repeat", "yes"),
     ReadSpec("reader1", "mr_head", "repeat", _at(25, 8), 900, "submitted", (), "r1_mr_repeat", "yes"),

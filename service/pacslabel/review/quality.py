@@ -46,6 +46,7 @@ from pacslabel.review import intra_rater
 from pacslabel.review.agreement import cohen_kappa
 from pacslabel.review.ground_truth import ground_truth_answers
 from pacslabel.review.models import ConsensusResult, FinalLabel, ReviewDecision
+from pacslabel.review.quality_agreement import answer_agreement, segment_agreement
 from pacslabel.review.quality_reading import (
     chunks,
     dice_with_stored_seg,
@@ -502,6 +503,7 @@ def project_quality(session: Session, orthanc: OrthancClient | None, project: Pr
         ).items():
             split["answers"][question][answer] += 1
     label_order = list(label_names(protocol).values())
+    agreement = _reader_agreement(session, orthanc, items, tasks_by_item, srs, protocol, label_order)
     for name, split in splits.items():
         split["labels"] = {
             label: {"items": len(volumes[name].get(label, [])), "mean_volume_ml": _mean(volumes[name].get(label, []))}
@@ -514,6 +516,62 @@ def project_quality(session: Session, orthanc: OrthancClient | None, project: Pr
         "project": {"id": project.id, "slug": project.slug, "name": project.name},
         "labels": label_order,
         "splits": dict(sorted(splits.items())),
+        "agreement": agreement,
+    }
+
+
+def _reader_agreement(
+    session: Session,
+    orthanc: OrthancClient | None,
+    items: Sequence[ProjectItem],
+    tasks_by_item: Mapping[int, Sequence[Task]],
+    srs: Mapping[int, AnnotationVersion],
+    protocol: Mapping[str, Any],
+    label_order: Sequence[str],
+) -> dict[str, Any]:
+    """Inter-rater agreement overall and per split (:mod:`pacslabel.review.quality_agreement`): per
+    classification question the reads' answers, per segment label the pairwise Dice/HD95 of the consensus
+    inputs."""
+    # question -> item -> reader -> answer, from the latest SR of each first read (the later read of a reader wins).
+    answers: dict[str, dict[int, dict[int, str]]] = defaultdict(lambda: defaultdict(dict))
+    if orthanc is not None:
+        for item in items:
+            for task in tasks_by_item.get(item.id, []):  # ascending ids
+                sr = srs.get(task.id)
+                if task.purpose != TaskPurpose.READ.value or task.status not in DONE_STATUSES or sr is None:
+                    continue
+                found = _safe(f"SR version {sr.id}", lambda sr=sr: report_answers(session, orthanc, sr), {})
+                for question, answer in found.items():
+                    answers[question][item.id][task.reader_id] = answer
+    names = label_names(protocol)
+    pairs_by_item: dict[int, list[dict[str, Any]]] = {}
+    for item_id, row in _latest_consensus(session, [i.id for i in items]).items():
+        pairs_by_item[item_id] = [
+            {**pair, "label": names.get(int(pair["label"]), str(pair["label"]))}
+            for pair in row.pairs or []
+            if str(pair.get("label", "")).isdigit()
+        ]
+    asked = [str(q["id"]) for q in protocol.get("questions") or [] if q.get("answers")]
+    questions = asked + sorted(set(answers) - set(asked))
+
+    def block(wanted: set[int]) -> dict[str, Any]:
+        return {
+            "questions": {
+                q: answer_agreement({i: by for i, by in answers.get(q, {}).items() if i in wanted}) for q in questions
+            },
+            "segments": segment_agreement(
+                [p for i, ps in pairs_by_item.items() if i in wanted for p in ps], label_order
+            ),
+        }
+
+    by_split: dict[str, set[int]] = defaultdict(set)
+    for item in items:
+        by_split[item.split].add(item.id)
+    return {
+        "questions": questions,
+        "labels": list(label_order),
+        "overall": block({i.id for i in items}),
+        "splits": {name: block(ids) for name, ids in sorted(by_split.items())},
     }
 
 

@@ -35,19 +35,25 @@ def bar_chart(
     *,
     title: str,
     max_value: float | None = None,
+    min_value: float = 0.0,
     decimals: int = 2,
     unit: str = "",
     width: int = 520,
     bar_height: int = 18,
+    label_width: int = 150,
 ) -> Markup:
-    """Horizontal bars, one per (label, value); the scale runs from 0 to ``max_value`` (default: the largest)."""
-    label_width, value_width, gap = 150, 70, 6
+    """Horizontal bars, one per (label, value); the scale runs from ``min_value`` (default 0) to ``max_value``
+    (default: the largest). With a negative ``min_value`` (kappa, alpha: -1..1) bars start at a zero line and
+    negative values run left of it."""
+    value_width, gap = 70, 6
     top = 24
     height = top + max(1, len(bars)) * (bar_height + gap) + 4
     present = [v for _, v in bars if v is not None]
     scale_max = max_value if max_value is not None else (max(present) if present else 1.0)
     scale_max = scale_max if scale_max > 0 else 1.0
+    scale_min = min(0.0, min_value)
     span = width - label_width - value_width
+    zero = label_width + (-scale_min / (scale_max - scale_min)) * span
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" aria-label="{_esc(title)}">',
@@ -66,15 +72,22 @@ def bar_chart(
         if value is None:
             shown = "–"
         else:
-            length = max(0.0, min(1.0, value / scale_max)) * span
+            clipped = max(scale_min, min(scale_max, value))
+            end = label_width + (clipped - scale_min) / (scale_max - scale_min) * span
+            start, stop = min(zero, end), max(zero, end)
             color = PALETTE[index % len(PALETTE)]
             parts.append(
-                f'<rect x="{label_width}" y="{y}" width="{length:.1f}" height="{bar_height}" '
+                f'<rect x="{start:.1f}" y="{y}" width="{stop - start:.1f}" height="{bar_height}" '
                 f'fill="{color}" rx="3" data-value="{value!r}"/>'
             )
             shown = _fmt(value, decimals) + unit
         parts.append(
             f'<text x="{label_width + span + 6}" y="{y + bar_height - 5}" fill="{_TEXT}" {_FONT}>{_esc(shown)}</text>'
+        )
+    if scale_min < 0 and bars:
+        parts.append(
+            f'<line x1="{zero:.1f}" y1="{top - 2}" x2="{zero:.1f}" y2="{height - 2}" stroke="{_MUTED}" '
+            'stroke-dasharray="3 3"/>'
         )
     parts.append("</svg>")
     return Markup("".join(parts))  # noqa: S704 - every interpolated text is escaped above

@@ -120,8 +120,38 @@ def reader_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     return header, rows
 
 
+QUESTION_STATISTICS = (
+    "items_rated",
+    "fleiss_raters",
+    "fleiss_items",
+    "fleiss_excluded",
+    "fleiss_kappa",
+    "krippendorff_alpha",
+)
+SUMMARY_STATISTICS = ("n", "median", "q1", "q3", "iqr")
+
+
+def agreement_rows(slug: str, split: str, block: dict[str, Any]) -> list[list[Any]]:
+    """One agreement block (overall or a split) as rows of (project, split, category, key, statistic, value)."""
+    rows: list[list[Any]] = []
+    for question, numbers in block["questions"].items():
+        rows += [[slug, split, "question_agreement", question, s, numbers[s]] for s in QUESTION_STATISTICS]
+        rows += [[slug, split, "question_answers", question, a, n] for a, n in numbers["answers"].items()]
+    for label, numbers in block["segments"].items():
+        rows.append([slug, split, "segment_agreement", label, "pairs", numbers["pairs"]])
+        rows.append([slug, split, "segment_agreement", label, "hd95_infinite", numbers["hd95_infinite"]])
+        for measure in ("dice", "hd95_mm"):
+            rows += [
+                [slug, split, "segment_agreement", label, f"{measure}_{s}", numbers[measure][s]]
+                for s in SUMMARY_STATISTICS
+            ]
+    return rows
+
+
 def project_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    header = ["project", "split", "category", "key", "items", "mean_volume_ml"]
+    """The project report as flat rows; composition rows fill ``items``/``mean_volume_ml``, agreement rows
+    (split ``all`` for the whole project) ``statistic``/``value``."""
+    header = ["project", "split", "category", "key", "items", "mean_volume_ml", "statistic", "value"]
     slug = report["project"]["slug"]
     rows: list[list[Any]] = []
     for split, data in report["splits"].items():
@@ -132,6 +162,10 @@ def project_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
         rows += [[slug, split, f"answer:{q}", a, n, None] for q, c in data["answers"].items() for a, n in c.items()]
         for category in ("manufacturers", "institutions", "scanners", "modalities", "body_parts"):
             rows += [[slug, split, category.removesuffix("s"), k, n, None] for k, n in data[category].items()]
+    rows = [[*row, None, None] for row in rows]
+    agreement = report["agreement"]
+    for split, block in [("all", agreement["overall"]), *agreement["splits"].items()]:
+        rows += [[*row[:4], None, None, *row[4:]] for row in agreement_rows(slug, split, block)]
     return header, rows
 
 
@@ -206,6 +240,48 @@ def _label_plots(project_reports: list[dict[str, Any]]) -> dict[int, Any]:
     return out
 
 
+def agreement_bars(report: dict[str, Any]) -> list[tuple[str, float | None]]:
+    """Krippendorff's alpha and Fleiss' kappa per classification question, the whole project then each split."""
+    agreement = report["agreement"]
+    bars: list[tuple[str, float | None]] = []
+    for split, block in [("all", agreement["overall"]), *agreement["splits"].items()]:
+        for question, numbers in block["questions"].items():
+            bars.append((f"{split} · {question} α", numbers["krippendorff_alpha"]))
+            bars.append((f"{split} · {question} κ", numbers["fleiss_kappa"]))
+    return bars
+
+
+def dice_bars(report: dict[str, Any]) -> list[tuple[str, float | None]]:
+    """Median pairwise Dice of the consensus inputs per segment label, the whole project then each split."""
+    agreement = report["agreement"]
+    return [
+        (f"{split} · {label}", numbers["dice"]["median"])
+        for split, block in [("all", agreement["overall"]), *agreement["splits"].items()]
+        for label, numbers in block["segments"].items()
+        if numbers["pairs"]
+    ]
+
+
+def _agreement_plots(project_reports: list[dict[str, Any]]) -> dict[int, Any]:
+    out = {}
+    for report in project_reports:
+        slug = report["project"]["slug"]
+        out[report["project"]["id"]] = {
+            "answers": bar_chart(
+                agreement_bars(report),
+                title=f"Inter-rater agreement on answers ({slug}): Krippendorff α, Fleiss κ",
+                max_value=1.0,
+                min_value=-1.0,
+                width=600,
+                label_width=230,  # "validation · <question id> α"
+            ),
+            "dice": bar_chart(
+                dice_bars(report), title=f"Pairwise Dice between readers ({slug}): median", max_value=1.0
+            ),
+        }
+    return out
+
+
 @router.get("/quality", include_in_schema=False)
 def quality_page(request: Request, session: DbSession, project_id: ProjectFilter = None) -> Response:
     try:
@@ -238,6 +314,7 @@ def quality_page(request: Request, session: DbSession, project_id: ProjectFilter
             "plots": _plots(report),
             "project_reports": project_reports,
             "label_plots": _label_plots(project_reports),
+            "agreement_plots": _agreement_plots(project_reports),
             "all_projects": visible_projects(session, user),
             "project_id": project_id,
             "metric_columns": quality.METRIC_COLUMNS,
