@@ -95,3 +95,40 @@ def test_unreadable_per_frame_values_are_refused_naming_the_frame(make_seg: Call
 
     assert caught.value.reason.startswith("Frame 1: ImagePositionPatient (0020,0032) holds ['")
     assert caught.value.reason.endswith("'], which are not decimal numbers.")
+
+
+@pytest.mark.parametrize("seg_type", ["BINARY", "LABELMAP"])
+def test_the_item_walker_yields_what_pydicoms_element_reader_yields(make_seg: Callable[..., Dataset],
+                                                                     seg_type: str) -> None:
+    from pydicom.filereader import data_element_generator
+
+    from pacslabel.annotations import functional_groups
+
+    received = read_part10(full_part10(make_seg(seg_type)))
+    raw = received.dataset.get_item(PER_FRAME_FUNCTIONAL_GROUPS)
+    bodies = functional_groups._split_items(raw.value)
+    assert bodies
+    nested = list(bodies)
+    compared = 0
+    while nested:  # every item, and every item of every sequence inside it
+        body = nested.pop()
+        walked = functional_groups.walk_explicit_le(body)
+        assert walked is not None
+        reference = list(data_element_generator(BytesIO(body), False, True))
+        assert [(e.tag, e.VR, e.length, e.value) for e in walked.values()] == [
+            (e.tag, e.VR, e.length, e.value) for e in reference]
+        compared += 1
+        for element in reference:
+            if element.VR == "SQ" and element.value:
+                nested.extend(functional_groups._split_items(element.value) or [])
+    assert compared > 4 * len(bodies)
+
+
+def test_the_item_walker_hands_irregular_bytes_to_pydicom() -> None:
+    from pacslabel.annotations.functional_groups import walk_explicit_le
+
+    good = b"\x20\x00\x32\x00DS\x04\x001\\2 "
+    assert walk_explicit_le(good) is not None
+    assert walk_explicit_le(good[:-1]) is None  # the value runs past the end
+    assert walk_explicit_le(b"\x20\x00\x32\x00ds\x04\x001\\2 ") is None  # not a VR
+    assert walk_explicit_le(b"\x08\x00\x15\x11SQ\x00\x00\xff\xff\xff\xff") is None  # undefined length

@@ -59,6 +59,46 @@ def _split_items(value: bytes) -> list[bytes] | None:
     return bodies
 
 
+_LONG_HEADER_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT",
+                              b"UV"})
+_UPPER = frozenset(range(ord("A"), ord("Z") + 1))
+
+
+def walk_explicit_le(body: bytes) -> dict[BaseTag, RawDataElement] | None:
+    """The top-level elements of an explicit VR little endian item body, as pydicom's RawDataElements.
+
+    Only the element headers of PS3.5 7.1.2 are parsed (tag, VR, 2- or 4-byte length); values are sliced, never
+    interpreted. Anything irregular (undefined length, a VR that is not two capital letters, a value running
+    past the end) gives None and the caller uses pydicom's own reader, so this can cost time but never change
+    an answer; a test compares it with ``data_element_generator`` element by element.
+    """
+    elements: dict[BaseTag, RawDataElement] = {}
+    position, end = 0, len(body)
+    unpack = struct.unpack_from
+    while position < end:
+        if position + 8 > end:
+            return None
+        group, number = unpack("<HH", body, position)
+        vr = body[position + 4:position + 6]
+        if vr[0] not in _UPPER or vr[1] not in _UPPER:
+            return None
+        if vr in _LONG_HEADER_VRS:
+            if position + 12 > end:
+                return None
+            length = unpack("<I", body, position + 8)[0]
+            start = position + 12
+        else:
+            length = unpack("<H", body, position + 6)[0]
+            start = position + 8
+        if length == _UNDEFINED_LENGTH or start + length > end:
+            return None
+        tag = BaseTag(group << 16 | number)
+        elements[tag] = RawDataElement(tag, vr.decode("ascii"), length, body[start:start + length], start, False,
+                                       True)
+        position = start + length
+    return elements
+
+
 def items(item: Item | None, tag: int) -> list[Item]:
     """The items of sequence ``tag`` of ``item`` (empty when absent or empty)."""
     found = element(item, tag)
@@ -71,6 +111,10 @@ def items(item: Item | None, tag: int) -> list[Item]:
         return []
     if isinstance(value, bytes) and found.is_little_endian and found.length != _UNDEFINED_LENGTH:
         bodies = _split_items(value)
+        if bodies is not None and not found.is_implicit_VR:
+            walked = [walk_explicit_le(body) for body in bodies]
+            if all(elements is not None for elements in walked):
+                return walked  # type: ignore[return-value]
         if bodies is not None:
             try:
                 return [
