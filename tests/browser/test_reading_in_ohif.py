@@ -148,17 +148,23 @@ def _ct_series(study_uid: str, series_uid: str) -> list[Dataset]:
     return datasets
 
 
-@pytest.fixture
-def server(orthanc: RunningOrthanc, tmp_path: Path) -> Iterator[Server]:
-    assert (OHIF_DIST / "index.html").is_file(), "scripts/setup.sh installs the OHIF dist"
-    db_url = f"sqlite:///{tmp_path / 'pacslabel.db'}"
+def served_settings(orthanc: RunningOrthanc, tmp_path: Path) -> tuple[str, int, Settings]:
+    """A migrated SQLite database, a free web port and settings serving the OHIF dist against ``orthanc``."""
     from pacslabel.db.migrate import upgrade_to_head
 
+    assert (OHIF_DIST / "index.html").is_file(), "scripts/setup.sh installs the OHIF dist"
+    db_url = f"sqlite:///{tmp_path / 'pacslabel.db'}"
     upgrade_to_head(db_url)
     port = free_port()
     settings = orthanc.settings.model_copy(update={
         "database_url": db_url, "ohif_dist_dir": OHIF_DIST, "var_dir": tmp_path / "var",
         "web_url": f"http://127.0.0.1:{port}"})
+    return db_url, port, settings
+
+
+@pytest.fixture
+def server(orthanc: RunningOrthanc, tmp_path: Path) -> Iterator[Server]:
+    db_url, port, settings = served_settings(orthanc, tmp_path)
     engine = create_db_engine(db_url)
     with session_scope(make_sessionmaker(engine)) as session:
         make_user(session, "reader1")

@@ -46,7 +46,6 @@ from pacslabel.annotations.service import save_label_array
 from pacslabel.audit.models import AuditEvent
 from pacslabel.catalog.models import CatalogStudy
 from pacslabel.db import create_db_engine, make_sessionmaker, session_scope
-from pacslabel.db.migrate import upgrade_to_head
 from pacslabel.dicomweb.multipart import parse_multipart_related, related_boundary
 from pacslabel.projects.service import sync_project_items
 from pacslabel.review.models import ConsensusResult, FinalLabel, ReviewDecision
@@ -59,14 +58,14 @@ from tests.browser.test_reading_in_ohif import (
     ARTIFACTS,
     CHROMIUM,
     CHROMIUM_ARGS,
-    OHIF_DIST,
     PAINT_AND_STORE,
     SIZE,
     SLICES,
     _ct_series,
     _wait_rendered,
+    served_settings,
 )
-from tests.fixtures.orthanc import RunningOrthanc, dataset_bytes, free_port
+from tests.fixtures.orthanc import RunningOrthanc, dataset_bytes
 from tests.projects.helpers import PASSWORD, add_series, apply_dict, make_user, project_dict
 
 pytestmark = [pytest.mark.browser, pytest.mark.orthanc, pytest.mark.slow]
@@ -133,13 +132,7 @@ def _log_in(context: BrowserContext, base: str, username: str) -> Page:
 def world(orthanc: RunningOrthanc, tmp_path: Path) -> Iterator[World]:
     """Two readers (annotators) and one reviewer on a one-item project whose reads are all reviewed; reader2
     has already read the item through the API (a known square) and submitted."""
-    assert (OHIF_DIST / "index.html").is_file(), "scripts/setup.sh installs the OHIF dist"
-    db_url = f"sqlite:///{tmp_path / 'pacslabel.db'}"
-    upgrade_to_head(db_url)
-    port = free_port()
-    settings = orthanc.settings.model_copy(update={
-        "database_url": db_url, "ohif_dist_dir": OHIF_DIST, "var_dir": tmp_path / "var",
-        "web_url": f"http://127.0.0.1:{port}"})
+    db_url, port, settings = served_settings(orthanc, tmp_path)
     engine = create_db_engine(db_url)
     with session_scope(make_sessionmaker(engine)) as session:
         for name in ("reader1", "reader2"):

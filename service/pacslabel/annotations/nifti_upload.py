@@ -26,7 +26,7 @@ from pacslabel.annotations.geometry import SourceSeries
 from pacslabel.annotations.models import AnnotationVersion
 from pacslabel.annotations.nifti_geometry import affine_for, from_nifti_array
 from pacslabel.annotations.seg_building import SegType, check_label_array
-from pacslabel.annotations.service import find_task, load_source, save_label_array
+from pacslabel.annotations.service import find_task, save_label_array, task_source
 from pacslabel.orthanc.client import OrthancClient
 from pacslabel.tasks.models import Task
 from pacslabel.users.models import User
@@ -221,15 +221,10 @@ def save_nifti_label_map(
     fixes: int | None = None,
 ) -> AnnotationVersion:
     """Check a NIfTI label map against the task's source grid and save it as a SEG version (the .npy path)."""
-    item = repository.item_of(session, task)
-    study_uid = repository.study_uid_of(session, item)
+    study_uid = repository.study_uid_of(session, repository.item_of(session, task))
     find_task(session, user, study_uid, task)  # refuse someone else's or a closed task before reading the upload
-    if series_uid is None and len(item.series_uids) == 1:
-        series_uid = str(item.series_uids[0])
-    if series_uid is None:
-        raise AnnotationRejected(f"This task has {len(item.series_uids)} source series; name one with series_uid "
-                                 f"({', '.join(item.series_uids)}).")
-    source = load_source(orthanc_client, item, study_uid, series_uid)
+    item, _, source = task_source(session, orthanc_client, task, series_uid)
+    series_uid = series_uid or str(item.series_uids[0])
     numbers = []
     for key in segments:
         try:

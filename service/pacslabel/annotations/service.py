@@ -665,8 +665,9 @@ def save_annotation(
 
 # --- building (the API door, without OHIF) ---------------------------------------------------------------
 
-def _task_source(session: Session, orthanc: OrthancClient, task: Task,
+def task_source(session: Session, orthanc: OrthancClient, task: Task,
                  series_uid: str | None) -> tuple[ProjectItem, str, SourceSeries]:
+    """The task's item, study and source series (the named one, or the item's only one)."""
     item = repository.item_of(session, task)
     study_uid = repository.study_uid_of(session, item)
     if series_uid is None:
@@ -699,7 +700,7 @@ def save_label_array(
     if not segments:
         raise AnnotationRefused('segments must map segment numbers to protocol labels, e.g. {"1": "lesion"}.')
     specs = segment_specs_from_mapping(segments, labels)
-    _, study_uid, source = _task_source(session, orthanc_client, task, series_uid)
+    _, study_uid, source = task_source(session, orthanc_client, task, series_uid)
     array = label_array_from_npy(npy, source, [spec.number for spec in specs])
     seg = build_segmentation(
         array, source, specs,
@@ -729,7 +730,7 @@ def save_measurement_report(
     protocol = repository.protocol_of(session, task)
     labels = {normalise_label(label.name): label for label in protocol_labels(protocol)}
     pairs = question_codes(protocol, answers)
-    _, study_uid, source = _task_source(session, orthanc_client, task, series_uid)
+    _, study_uid, source = task_source(session, orthanc_client, task, series_uid)
     lengths = []
     for index, measurement in enumerate(measurements, start=1):
         finding = measurement.get("finding")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -13,6 +14,7 @@ from pacslabel.export.models import DataFlowEvent, Snapshot, SourceObjectHash
 from pacslabel.review.models import ConsensusResult
 
 _IN_CHUNK = 500  # big IN lists are split (SQLite's bound-parameter limit)
+_Row = TypeVar("_Row")
 
 
 def get_snapshot(session: Session, snapshot_id: int) -> Snapshot | None:
@@ -58,24 +60,22 @@ def list_events(session: Session, *, project_id: int | None = None, limit: int =
     return list(session.scalars(query))
 
 
+def _in_chunks(session: Session, model: type[_Row], column: Any, values: Iterable[Any]) -> list[_Row]:
+    """Rows of ``model`` whose ``column`` is in ``values``, queried in chunks of ``_IN_CHUNK``."""
+    wanted = sorted(set(values))
+    rows: list[_Row] = []
+    for start in range(0, len(wanted), _IN_CHUNK):
+        rows.extend(session.scalars(select(model).where(column.in_(wanted[start:start + _IN_CHUNK]))))
+    return rows
+
+
 def snapshot_names(session: Session, snapshot_ids: Iterable[int]) -> dict[int, str]:
-    ids = sorted(set(snapshot_ids))
-    names: dict[int, str] = {}
-    for start in range(0, len(ids), _IN_CHUNK):
-        chunk = ids[start:start + _IN_CHUNK]
-        for snapshot_id, name in session.execute(select(Snapshot.id, Snapshot.name).where(Snapshot.id.in_(chunk))):
-            names[snapshot_id] = name
-    return names
+    return {row.id: row.name for row in _in_chunks(session, Snapshot, Snapshot.id, snapshot_ids)}
 
 
 def cached_hashes(session: Session, sop_instance_uids: Iterable[str]) -> dict[str, SourceObjectHash]:
-    uids = sorted(set(sop_instance_uids))
-    found: dict[str, SourceObjectHash] = {}
-    for start in range(0, len(uids), _IN_CHUNK):
-        chunk = uids[start:start + _IN_CHUNK]
-        for row in session.scalars(select(SourceObjectHash).where(SourceObjectHash.sop_instance_uid.in_(chunk))):
-            found[row.sop_instance_uid] = row
-    return found
+    rows = _in_chunks(session, SourceObjectHash, SourceObjectHash.sop_instance_uid, sop_instance_uids)
+    return {row.sop_instance_uid: row for row in rows}
 
 
 def add_hash(session: Session, row: SourceObjectHash) -> SourceObjectHash:
@@ -94,20 +94,8 @@ def add_hash(session: Session, row: SourceObjectHash) -> SourceObjectHash:
 
 
 def annotation_versions(session: Session, version_ids: Iterable[int]) -> dict[int, AnnotationVersion]:
-    ids = sorted(set(version_ids))
-    found: dict[int, AnnotationVersion] = {}
-    for start in range(0, len(ids), _IN_CHUNK):
-        chunk = ids[start:start + _IN_CHUNK]
-        for row in session.scalars(select(AnnotationVersion).where(AnnotationVersion.id.in_(chunk))):
-            found[row.id] = row
-    return found
+    return {row.id: row for row in _in_chunks(session, AnnotationVersion, AnnotationVersion.id, version_ids)}
 
 
 def consensus_results(session: Session, consensus_ids: Iterable[int]) -> dict[int, ConsensusResult]:
-    ids = sorted(set(consensus_ids))
-    found: dict[int, ConsensusResult] = {}
-    for start in range(0, len(ids), _IN_CHUNK):
-        chunk = ids[start:start + _IN_CHUNK]
-        for row in session.scalars(select(ConsensusResult).where(ConsensusResult.id.in_(chunk))):
-            found[row.id] = row
-    return found
+    return {row.id: row for row in _in_chunks(session, ConsensusResult, ConsensusResult.id, consensus_ids)}

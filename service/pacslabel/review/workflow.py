@@ -10,6 +10,7 @@ checks it against the protocol version the read was made under).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -367,66 +368,33 @@ def set_final_label(
     Ground truth wins: once outcomes were imported for the item, a later consensus or arbitration updates
     the segmentation the final label points at but the source stays ground truth."""
     row = repository.final_label(session, item_id)
+    keep_ground_truth = row is not None and row.source == FinalSource.GROUND_TRUTH.value
+    row = _upsert_final_label(session, item_id, row,
+                              source=FinalSource.GROUND_TRUTH.value if keep_ground_truth else source.value,
+                              annotation_version_id=annotation_version_id, consensus_id=consensus_id)
+    record(session, actor.username, "final_label_set", "project_item", item_id, source=row.source,
+           requested_source=source.value, annotation_version_id=annotation_version_id, consensus_id=consensus_id)
+    return row
+
+
+def _upsert_final_label(session: Session, item_id: int, row: FinalLabel | None, **fields: Any) -> FinalLabel:
+    """Create the item's final label row, or update the given one in place (one current row per item)."""
     if row is None:
-        row = repository.add_final_label(
-            session,
-            FinalLabel(
-                item_id=item_id,
-                source=source.value,
-                annotation_version_id=annotation_version_id,
-                consensus_id=consensus_id,
-                updated_at=utcnow(),
-            ),
-        )
-    else:
-        if row.source != FinalSource.GROUND_TRUTH.value:
-            row.source = source.value
-        row.annotation_version_id = annotation_version_id
-        row.consensus_id = consensus_id
-        row.updated_at = utcnow()
-        session.flush()
-    record(
-        session,
-        actor.username,
-        "final_label_set",
-        "project_item",
-        item_id,
-        source=row.source,
-        requested_source=source.value,
-        annotation_version_id=annotation_version_id,
-        consensus_id=consensus_id,
-    )
+        return repository.add_final_label(session, FinalLabel(item_id=item_id, updated_at=utcnow(), **fields))
+    for name, value in fields.items():
+        setattr(row, name, value)
+    row.updated_at = utcnow()
+    session.flush()
     return row
 
 
 def set_ground_truth_final(session: Session, item_id: int, import_id: int, actor: User) -> FinalLabel:
     """Imported outcomes override the item's label: the source becomes ground truth (the segmentation the
     final label pointed at, if any, stays referenced)."""
-    row = repository.final_label(session, item_id)
-    if row is None:
-        row = repository.add_final_label(
-            session,
-            FinalLabel(
-                item_id=item_id,
-                source=FinalSource.GROUND_TRUTH.value,
-                ground_truth_import_id=import_id,
-                updated_at=utcnow(),
-            ),
-        )
-    else:
-        row.source = FinalSource.GROUND_TRUTH.value
-        row.ground_truth_import_id = import_id
-        row.updated_at = utcnow()
-        session.flush()
-    record(
-        session,
-        actor.username,
-        "final_label_set",
-        "project_item",
-        item_id,
-        source=row.source,
-        ground_truth_import_id=import_id,
-    )
+    row = _upsert_final_label(session, item_id, repository.final_label(session, item_id),
+                              source=FinalSource.GROUND_TRUTH.value, ground_truth_import_id=import_id)
+    record(session, actor.username, "final_label_set", "project_item", item_id, source=row.source,
+           ground_truth_import_id=import_id)
     return row
 
 
