@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from pacslabel.audit.models import AuditEvent
 from pacslabel.db import create_db_engine, make_sessionmaker, session_scope
-from pacslabel.dicomweb import fast_frames, routes
+from pacslabel.dicomweb import fast_frames, raw_frames, routes
 from pacslabel.dicomweb.metadata_cache import SERIES_METADATA_CACHE, invalidate_series
 from tests.dicomweb.gateway_world import (
     OrthancWorld,
@@ -241,11 +241,14 @@ def test_frames_of_a_recently_authenticated_credential_take_the_fast_path_with_t
     st, se, sop = world.study, world.source.series, world.source.sops[0]
     path = f"/studies/{st}/series/{se}/instances/{sop}/frames/1"
     first = gateway.get("reader_a", path, headers={"Accept": FRAME_ACCEPT})  # authenticates: snapshot cached
-    answered = fast_frames.STATS["answered"]
+    answered, raw_answered = fast_frames.STATS["answered"], raw_frames.STATS["answered"]
     again = gateway.get("reader_a", path, headers={"Accept": FRAME_ACCEPT})
     assert fast_frames.STATS["answered"] == answered + 1
     assert again.status_code == 200 and _parts(again) == _parts(first)
     assert again.headers["content-type"].split("boundary=")[0] == first.headers["content-type"].split("boundary=")[0]
+    # An uncompressed CT frame comes from Orthanc's core REST API; its part points at the gateway.
+    assert raw_frames.STATS["answered"] == raw_answered + 1
+    assert f"Content-Location: http://testserver/dicomweb/{path.lstrip('/')}".encode() in again.content
     # What the snapshot does not allow, an unknown credential, a bad frame list and Orthanc's errors all go to
     # the route, with its answers.
     a_seg = f"/studies/{st}/series/{world.seg_a.series}/instances/{world.seg_a.sops[0]}/frames/1"

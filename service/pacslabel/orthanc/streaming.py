@@ -230,17 +230,19 @@ class OrthancStreamingClient:
     @asynccontextmanager
     async def stream(self, method: str, path: str, *, params: Mapping[str, str] | list[tuple[str, str]] | None = None,
                      headers: Mapping[str, str] | None = None, content: bytes | None = None,
-                     ) -> AsyncIterator[UpstreamResponse]:
+                     rest: bool = False) -> AsyncIterator[UpstreamResponse]:
         """Send ``method {root}{path}``; the body is read by the caller inside the ``async with``.
 
-        ``path`` is relative to the DICOMweb root (``studies/1.2/series``) and must not start with a slash.
+        ``path`` is relative to the DICOMweb root (``studies/1.2/series``), or with ``rest=True`` to Orthanc's
+        own REST root (``instances/{id}/frames/0/raw``), and must not start with a slash.
         Raises :class:`OrthancUnavailable` when Orthanc cannot be reached (503) or does not answer in time (504),
         and :class:`OrthancError` (502) when it breaks off an answer.
         """
         if path.startswith("/") or ".." in path.split("/"):
             raise ValueError(f"not a relative DICOMweb path: {path[:80]!r}")
-        what = f"{method} {self.dicomweb_root}{path.split('/', 1)[0]}"
-        head = self._request_head(method, path, params, headers, content)
+        root = "/" if rest else self.dicomweb_root
+        what = f"{method} {root}{path.split('/', 1)[0]}"
+        head = self._request_head(method, root + path, params, headers, content)
         pool = self._pool()
         async with pool.slots:
             response = await self._send(pool, method, head, content, what)
@@ -273,9 +275,8 @@ class OrthancStreamingClient:
             pool = self._pools[loop] = _LoopPool(self.pool_size)
         return pool
 
-    def _request_head(self, method: str, path: str, params: Mapping[str, str] | list[tuple[str, str]] | None,
+    def _request_head(self, method: str, target: str, params: Mapping[str, str] | list[tuple[str, str]] | None,
                       headers: Mapping[str, str] | None, content: bytes | None) -> bytes:
-        target = self.dicomweb_root + path
         if params:
             query = urlencode(list(params.items()) if isinstance(params, Mapping) else params)
             if query:
