@@ -326,10 +326,24 @@ def test_series_metadata_is_cached_gzipped_and_invalidated(gateway: Gateway, wor
                                          "Authorization": f"Bearer {gateway.tokens['reader_a']}"})
     assert SERIES_METADATA_CACHE.misses == misses + 1  # the second answer came from the cache
     assert packed.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
+    # Gzipped once, when a client first took gzip, and kept next to the plain rendering.
+    entry = SERIES_METADATA_CACHE.get(st, se)
+    assert entry is not None and entry.renderings["http://testserver/dicomweb/"][1] is not None
     assert packed.json() == plain.json() and len(plain.json()) == len(world.source.sops)
     invalidate_series(st, se)
     gateway.get("reader_a", f"/studies/{st}/series/{se}/metadata")
     assert SERIES_METADATA_CACHE.misses == misses + 2
+
+
+def test_series_metadata_of_a_client_without_gzip_is_never_gzipped(gateway: Gateway, world: OrthancWorld) -> None:
+    st, se = world.study, world.source.series
+    invalidate_series(st, se)
+    for _ in range(2):
+        plain = gateway.get("reader_a", f"/studies/{st}/series/{se}/metadata",
+                            headers={**JSON, "Accept-Encoding": "identity"})
+        assert plain.status_code == 200 and "content-encoding" not in plain.headers
+    entry = SERIES_METADATA_CACHE.get(st, se)
+    assert entry is not None and entry.renderings["http://testserver/dicomweb/"] == (plain.content, None)
 
 
 def test_series_metadata_is_orthancs_answer_compacted_with_gateway_urls(gateway: Gateway, world: OrthancWorld,

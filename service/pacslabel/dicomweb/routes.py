@@ -21,6 +21,7 @@ start to flow, so that a long transfer never holds a connection of the pool.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -525,28 +526,45 @@ async def _series_metadata(request: Request, study: str, series: str) -> CachedM
     return entry
 
 
-def _render(request: Request, entry: CachedMetadata) -> tuple[bytes, bytes | None]:
-    """The entry as served to this public base: URLs rewritten, compact, and gzipped (cached)."""
+def _render(request: Request, entry: CachedMetadata, *, packed: bool) -> tuple[bytes, bytes | None]:
+    """The entry as served to this public base: URLs rewritten and compact, and gzipped when ``packed``
+    (a client that takes gzip); both cached. A client that does not take gzip never pays for it."""
     base = _public_root(request)
     rendering = entry.renderings.get(base)
-    if rendering is None:
-        plain = _rewrite_urls(request, compact_json(entry.body))
-        rendering = (plain, filtering.gzip_body(plain))
-        SERIES_METADATA_CACHE.add_rendering(entry, base, *rendering)
-    return rendering
+    plain, gzipped = rendering if rendering is not None else (_rewrite_urls(request, compact_json(entry.body)), None)
+    if packed and gzipped is None:
+        gzipped = filtering.gzip_body(plain)
+    if rendering is None or rendering[1] is not gzipped:
+        SERIES_METADATA_CACHE.add_rendering(entry, base, plain, gzipped)
+    return plain, gzipped
 
 
 @router.get("/studies/{study}/series/{series}/metadata")
 async def retrieve_series_metadata(study: str, series: str, request: Request, policy: Policy) -> Response:
     _check_uid(study, series)
     _json_accepted(request)
-    only = await _require_series(policy, study, series, request)
-    entry = await _series_metadata(request, study, series)
-    plain, gzipped = await run_in_threadpool(_render, request, entry)
+    # Orthanc reads every file of the series (tens of ms on a first open): asked while the database says
+    # whether the user may see it; the answer is dropped unread when not.
+    fetch = asyncio.ensure_future(_series_metadata(request, study, series))
+    try:
+        only = await _require_series(policy, study, series, request)
+    except BaseException:
+        _drop(fetch)
+        raise
+    entry = await fetch
+    packed = filtering.accepts_gzip(request.headers.get("accept-encoding"))
+    plain, gzipped = await run_in_threadpool(_render, request, entry, packed=packed)
     if only is not None:
         plain, gzipped = filtering.keep_instances(plain, only), None
     plain, gzipped = await _recount_metadata(policy, plain, gzipped, study)
     return _json_response(request, plain, gzipped)
+
+
+def _drop(task: asyncio.Future[Any]) -> None:
+    """Cancel a speculative request; an error it already ended with is not reported (nobody asked for it)."""
+    task.cancel()
+    if task.done() and not task.cancelled():
+        task.exception()
 
 
 async def _visible_study_series(request: Request, policy: AccessPolicy, study: str, *, audit: bool
@@ -581,7 +599,8 @@ async def retrieve_study_metadata(study: str, request: Request, policy: Policy) 
     shown, _, partly = await _visible_study_series(request, policy, study, audit=True)
     parts = []
     for series in shown:
-        plain, _ = await run_in_threadpool(_render, request, await _series_metadata(request, study, series))
+        entry = await _series_metadata(request, study, series)
+        plain, _ = await run_in_threadpool(_render, request, entry, packed=False)
         if series in partly:
             plain = filtering.keep_instances(plain, partly[series])
         inner = plain.strip()[1:-1].strip()
