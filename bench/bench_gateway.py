@@ -13,15 +13,23 @@ authentication and the access policy.
 - `--fresh`: every measured load reads a study stored just before it and never opened (the first open of a
   task's study: nothing of it is cached in the gateway, and the task is newer than the access snapshot).
 
+The frames are fetched as a browser fetches them: by a native HTTP client, `curl --parallel` with 6
+keep-alive connections (`--client curl`, default). `--client requests` fetches them from 6 threads of this
+Python process instead: that client spends more CPU per frame than Orthanc does and contends with itself for
+the interpreter lock, the more so the faster the server answers, so it measures itself as much as the server
+(bench/RESULTS.md). QIDO and metadata are single requests, made with requests either way.
+
 Prints per-step medians over --runs loads (alternating direct/gateway), the CPU seconds per frame of
-Orthanc, the gateway process and this client during the frames step (from /proc: independent of how the
-machine's other load delays each process), and the ratio gateway/direct (target <= 1.10).
-Usage: .venv/bin/python bench/bench_gateway.py [--runs 5] [--fresh] [--workers 1] [--slices 300]
+Orthanc, the gateway process and the client during the frames step (from /proc and rusage: independent of how
+the machine's other load delays each process), and the ratio gateway/direct (target <= 1.10).
+Usage: .venv/bin/python bench/bench_gateway.py [--runs 5] [--fresh] [--client curl|requests] [--slices 300]
 """
 from __future__ import annotations
 
 import argparse
+import base64
 import os
+import resource
 import secrets
 import socket
 import statistics
@@ -96,7 +104,8 @@ def ct_slices(count: int) -> list[Dataset]:
 
 
 def load(base: str, headers: dict[str, str], study: str, series: str, sops: list[str], concurrency: int,
-         sessions: list[requests.Session], cpu: Callable[[], dict[str, float]]) -> dict[str, float]:
+         sessions: list[requests.Session], cpu: Callable[[], dict[str, float]], client: str = "curl"
+         ) -> dict[str, float]:
     """One viewer load; returns seconds per step, and CPU seconds per process during the frames step."""
     times: dict[str, float] = {}
     s = sessions[0]
@@ -126,15 +135,37 @@ def load(base: str, headers: dict[str, str], study: str, series: str, sops: list
         return len(get(f"studies/{study}/series/{series}/instances/{sop}/frames/1", FRAME_ACCEPT,
                        local.session).content)
 
+    urls = [f"{base}/studies/{study}/series/{series}/instances/{sop}/frames/1" for sop in sops]
     cpu_before = cpu()
     start = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        sizes = list(pool.map(frame, sops))
+    if client == "curl":
+        sizes = _curl_frames(urls, {**headers, "Accept": FRAME_ACCEPT, "Accept-Encoding": "identity"}, concurrency)
+    else:
+        with ThreadPoolExecutor(concurrency) as pool:
+            sizes = list(pool.map(frame, sops))
     times["frames"] = time.perf_counter() - start
     times.update({f"cpu {k}": v - cpu_before[k] for k, v in cpu().items()})
-    assert all(size > 512 * 512 * 2 for size in sizes)
+    assert len(sizes) == len(sops) and all(size > 512 * 512 * 2 for size in sizes)
     times["total"] = times["qido"] + times["metadata"] + times["frames"]
     return times
+
+
+def _curl_frames(urls: list[str], headers: dict[str, str], concurrency: int) -> list[int]:
+    """GET every URL with curl, ``concurrency`` transfers at a time over reused connections; the body sizes.
+    Any status but 200 fails the load."""
+    lines = [f'header = "{name}: {value}"' for name, value in headers.items()]
+    for url in urls:
+        lines += [f'url = "{url}"', 'output = "/dev/null"']
+    with tempfile.NamedTemporaryFile("w", suffix=".curlrc") as config:
+        config.write("\n".join(lines) + "\n")
+        config.flush()
+        done = subprocess.run(["curl", "--silent", "--show-error", "--parallel", "--parallel-max", str(concurrency),
+                               "--config", config.name, "--write-out", "%{http_code} %{size_download}\n"],
+                              capture_output=True, text=True, check=True, env={**os.environ, "TCP_NODELAY": "1"})
+    answers = [line.split() for line in done.stdout.splitlines() if line.strip()]
+    if any(code != "200" for code, _ in answers):
+        raise SystemExit(f"curl: not every frame answered 200: {sorted({code for code, _ in answers})}")
+    return [int(size) for _, size in answers]
 
 
 def _cpu_seconds(pids: list[int]) -> float:
@@ -150,6 +181,12 @@ def _cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def _children_cpu_seconds() -> float:
+    """CPU seconds of this process's finished children (the curl client)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _children(pid: int) -> list[int]:
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -162,6 +199,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=6)
+    parser.add_argument("--client", choices=("curl", "requests"), default="curl",
+                        help="what fetches the frames: curl (native, as a browser; default) or 6 threads of requests")
     parser.add_argument("--gateway", choices=("process", "thread"), default="process",
                         help="run the gateway as `pacslabel web` does (its own uvicorn process, default) or in a "
                              "thread of this process (shares the GIL with the benchmark client)")
@@ -190,12 +229,13 @@ def main() -> None:
             def cpu() -> dict[str, float]:
                 return {"orthanc": _cpu_seconds([orthanc_pid] if orthanc_pid else []),
                         "gateway": _cpu_seconds([gateway_pid] if gateway_pid else []),
-                        "bench": time.process_time()}
+                        "bench": time.process_time() + _children_cpu_seconds()}
 
             try:
                 if args.gateway == "thread":
                     invalidate_series(study, series)  # a subprocess starts with an empty cache anyway
-                direct = (f"{settings.orthanc_url}/dicom-web", {})
+                basic = base64.b64encode(f"pacslabel:{settings.secret('orthanc_password')}".encode()).decode()
+                direct = (f"{settings.orthanc_url}/dicom-web", {"Authorization": f"Basic {basic}"})
                 gateway = (f"http://127.0.0.1:{port}/dicomweb", {"Authorization": f"Bearer {token}"})
                 auth = ("pacslabel", settings.secret("orthanc_password"))
                 results: dict[str, list[dict[str, float]]] = {"direct": [], "gateway": []}
@@ -207,7 +247,8 @@ def main() -> None:
                             study, series, sops = _store_series(client, args.slices)
                             _give_task(db_url, study, series, len(sops))
                         sessions = [_session(auth if name == "direct" else None) for _ in range(args.concurrency)]
-                        times = load(base, headers, study, series, sops, args.concurrency, sessions, cpu)
+                        times = load(base, headers, study, series, sops, args.concurrency, sessions, cpu,
+                                     args.client)
                         for session in sessions:
                             session.close()
                         label = "warm-up" if run == 0 else f"run {run}"

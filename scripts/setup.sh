@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 OHIF_VERSION="${OHIF_VERSION:-3.12.10}"
 VENV="${VENV:-.venv}"
 APT_PACKAGES=(orthanc orthanc-dicomweb dcmtk dicom3tools chromium tesseract-ocr tesseract-ocr-eng
-              fonts-dejavu-core python3-venv nodejs npm ca-certificates)
+              fonts-dejavu-core python3-venv nodejs npm ca-certificates curl)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 

@@ -132,3 +132,10 @@ def test_openapi_page_lists_the_api(client: TestClient) -> None:
     spec = client.get("/api/openapi.json").json()
     assert "/api/me" in spec["paths"] and "/api/auth/login" in spec["paths"]
     assert client.get("/docs").status_code == 200
+
+
+def test_openapi_says_qido_and_metadata_answer_dicom_json(client: TestClient) -> None:
+    paths = client.get("/api/openapi.json").json()["paths"]
+    for path in ("/dicomweb/studies", "/dicomweb/studies/{study}/series",
+                 "/dicomweb/studies/{study}/series/{series}/metadata", "/dicomweb/studies/{study}/metadata"):
+        assert list(paths[path]["get"]["responses"]["200"]["content"]) == ["application/dicom+json"], path

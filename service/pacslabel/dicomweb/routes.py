@@ -248,6 +248,12 @@ def _error_from_upstream(status: int, body: bytes) -> PacslabelError:
                         upstream_status=status)
 
 
+class DicomJsonResponse(Response):
+    """What QIDO-RS and the metadata resources answer (PS3.18 8.7.3), also as the published OpenAPI says."""
+
+    media_type = _JSON
+
+
 def _json_response(request: Request, body: bytes, gzipped: bytes | None = None,
                    content_type: str = _JSON) -> Response:
     headers = {"Vary": "Accept-Encoding"}
@@ -449,34 +455,34 @@ async def _recount_metadata(policy: AccessPolicy, plain: bytes, gzipped: bytes |
     return filtering.dumps(await _recount(policy, json.loads(plain), study, metadata=True)), None
 
 
-@router.get("/studies")
+@router.get("/studies", response_class=DicomJsonResponse)
 async def search_for_studies(request: Request, policy: Policy) -> Response:
     return await _search(request, policy, "studies", level="studies")
 
 
-@router.get("/series")
+@router.get("/series", response_class=DicomJsonResponse)
 async def search_for_series(request: Request, policy: Policy) -> Response:
     return await _search(request, policy, "series", level="series")
 
 
-@router.get("/instances")
+@router.get("/instances", response_class=DicomJsonResponse)
 async def search_for_instances(request: Request, policy: Policy) -> Response:
     return await _search(request, policy, "instances", level="instances")
 
 
-@router.get("/studies/{study}/series")
+@router.get("/studies/{study}/series", response_class=DicomJsonResponse)
 async def search_for_series_in_study(study: str, request: Request, policy: Policy) -> Response:
     _check_uid(study)
     return await _search(request, policy, f"studies/{study}/series", study=study, level="series")
 
 
-@router.get("/studies/{study}/instances")
+@router.get("/studies/{study}/instances", response_class=DicomJsonResponse)
 async def search_for_instances_in_study(study: str, request: Request, policy: Policy) -> Response:
     _check_uid(study)
     return await _search(request, policy, f"studies/{study}/instances", study=study, level="instances")
 
 
-@router.get("/studies/{study}/series/{series}/instances")
+@router.get("/studies/{study}/series/{series}/instances", response_class=DicomJsonResponse)
 async def search_for_instances_in_series(study: str, series: str, request: Request, policy: Policy) -> Response:
     _check_uid(study, series)
     _json_accepted(request)
@@ -539,7 +545,7 @@ def _render(request: Request, entry: CachedMetadata, *, packed: bool) -> tuple[b
     return plain, gzipped
 
 
-@router.get("/studies/{study}/series/{series}/metadata")
+@router.get("/studies/{study}/series/{series}/metadata", response_class=DicomJsonResponse)
 async def retrieve_series_metadata(study: str, series: str, request: Request, policy: Policy) -> Response:
     _check_uid(study, series)
     _json_accepted(request)
@@ -590,7 +596,7 @@ async def _visible_study_series(request: Request, policy: AccessPolicy, study: s
     return shown, len(shown) == len(existing), partly
 
 
-@router.get("/studies/{study}/metadata")
+@router.get("/studies/{study}/metadata", response_class=DicomJsonResponse)
 async def retrieve_study_metadata(study: str, request: Request, policy: Policy) -> Response:
     # Composed from the (cached) series metadata of the visible series: Orthanc's study metadata would
     # carry hidden series, and is as slow as all series together.
@@ -610,7 +616,7 @@ async def retrieve_study_metadata(study: str, request: Request, policy: Policy) 
     return _json_response(request, body)
 
 
-@router.get("/studies/{study}/series/{series}/instances/{instance}/metadata")
+@router.get("/studies/{study}/series/{series}/instances/{instance}/metadata", response_class=DicomJsonResponse)
 async def retrieve_instance_metadata(study: str, series: str, instance: str, request: Request,
                                      policy: Policy) -> Response:
     _check_uid(study, series, instance)
