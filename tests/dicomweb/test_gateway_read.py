@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from pacslabel.audit.models import AuditEvent
+from pacslabel.catalog.models import CatalogSeries
 from pacslabel.db import create_db_engine, make_sessionmaker, session_scope
 from pacslabel.dicomweb import fast_frames, raw_frames, routes
 from pacslabel.dicomweb.metadata_cache import SERIES_METADATA_CACHE, invalidate_series
@@ -333,6 +334,38 @@ def test_series_metadata_is_cached_gzipped_and_invalidated(gateway: Gateway, wor
     invalidate_series(st, se)
     gateway.get("reader_a", f"/studies/{st}/series/{se}/metadata")
     assert SERIES_METADATA_CACHE.misses == misses + 2
+
+
+def test_cached_series_metadata_is_refreshed_when_ingest_lands_another_instance_of_the_series(
+        gateway: Gateway, world: OrthancWorld, orthanc: RunningOrthanc) -> None:
+    st, se = world.study, world.other_ct.series
+    path = f"/studies/{st}/series/{se}/metadata"
+    sops = lambda response: {i["00080018"]["Value"][0] for i in response.json()}  # noqa: E731
+    invalidate_series(st, se)
+    assert sops(gateway.get("admin", path)) == set(world.other_ct.sops)
+    late = orthanc.client.retrieve_instance(st, se, world.other_ct.sops[0])
+    late.SOPInstanceUID = late.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    late.InstanceNumber = 3
+    buffer = BytesIO()
+    late.save_as(buffer, enforce_file_format=True)
+    stored = orthanc.client.store_instance(buffer.getvalue())
+    try:
+        # In Orthanc but not yet recorded by ingest (it records after the store): the cached answer stands.
+        misses = SERIES_METADATA_CACHE.misses
+        assert sops(gateway.get("admin", path)) == set(world.other_ct.sops)
+        assert SERIES_METADATA_CACHE.misses == misses
+        # Recorded (by an ingest worker, in another process): the next request fetches the series again.
+        engine = create_db_engine(gateway.db_url)
+        with session_scope(make_sessionmaker(engine)) as session:
+            row = session.scalars(select(CatalogSeries).where(CatalogSeries.series_instance_uid == se)).one()
+            row.instance_count += 1
+        engine.dispose()
+        assert sops(gateway.get("admin", path)) == {*world.other_ct.sops, str(late.SOPInstanceUID)}
+        assert sops(gateway.get("admin", path)) == {*world.other_ct.sops, str(late.SOPInstanceUID)}  # cached again
+    finally:
+        httpx.delete(f"{orthanc.url}/instances/{stored.orthanc_id}",
+                     auth=(orthanc.settings.orthanc_username, orthanc.settings.secret("orthanc_password")))
+        invalidate_series(st, se)
 
 
 def test_series_metadata_of_a_client_without_gzip_is_never_gzipped(gateway: Gateway, world: OrthancWorld) -> None:

@@ -71,6 +71,14 @@ def count_new_instances(session: Session, series_id: int, added: int, first: dat
         .execution_options(synchronize_session=False))
 
 
+def landed_instances(session: Session, series_uid: str) -> int | None:
+    """How many instances of a series ingest has stored in Orthanc and recorded (None: not a catalogued series).
+    Recorded after the store, so never more than Orthanc holds."""
+    count = session.scalar(select(CatalogSeries.instance_count)
+                           .where(CatalogSeries.series_instance_uid == series_uid))
+    return int(count) if count is not None else None
+
+
 def list_series(session: Session, *, route: str | None = None, limit: int = 500) -> list[CatalogSeries]:
     query = select(CatalogSeries).order_by(CatalogSeries.id).limit(limit)
     if route:

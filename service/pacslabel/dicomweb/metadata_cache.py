@@ -4,8 +4,10 @@ Orthanc 1.10 with DICOMweb 1.7 re-reads every file of the series for each call (
 instances; the plugin's own cache arrives only in 1.15, ohif-integration §7.3), and OHIF asks for every
 series of a study on each open. The cache keeps Orthanc's answer per series, in this process:
 
-- evicted by :func:`invalidate_series` when a series changes (the STOW side calls it after storing a SEG/SR,
-  ingest may call it after storing an instance);
+- evicted by :func:`invalidate_series` when a series changes (the STOW side calls it after storing a SEG/SR);
+- refreshed by the gateway when the catalogue counts more landed instances in the series than the entry holds
+  (:attr:`CachedMetadata.instances`): ingest runs in other processes, so a slice that lands after a reader
+  opened the series is seen at the next metadata request, not after ``ttl_s``;
 - bounded in bytes (least recently used out) and in age (``ttl_s``), so that a change made by another
   process (a second web worker, ingest) is seen after at most ``ttl_s``;
 - race-free against invalidation: an answer fetched while the series was invalidated is not stored
@@ -33,6 +35,11 @@ class CachedMetadata:
     body: bytes
     fetched_at: float
     renderings: dict[str, tuple[bytes, bytes | None]] = field(default_factory=dict)
+    instances: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Each instance's object has one SOP Instance UID key; a bytes count, no parse.
+        self.instances = self.body.count(b'"00080018"')
 
     @property
     def size(self) -> int:

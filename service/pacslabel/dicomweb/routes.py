@@ -39,6 +39,7 @@ from starlette.concurrency import run_in_threadpool
 
 from pacslabel.access.policy import AccessPolicy, AccessSnapshot, StudyGrant, take_snapshot
 from pacslabel.audit.service import record
+from pacslabel.catalog.repository import landed_instances
 from pacslabel.db import session_scope
 from pacslabel.dicomweb import filtering, release_filters, visible_counts
 from pacslabel.dicomweb.metadata_cache import SERIES_METADATA_CACHE, CachedMetadata, compact_json
@@ -508,28 +509,40 @@ async def _require_series(policy: AccessPolicy, study: str, series: str, request
                           instance: str | None = None) -> set[str] | None:
     """404 unless the series (the instance, if given) is visible; returns the only visible instances of a
     partly visible series (None: all)."""
-    def check(p: AccessPolicy) -> tuple[bool, set[str] | None]:
+    only, _ = await _require_series_landed(policy, study, series, request, instance=instance, landed=False)
+    return only
+
+
+async def _require_series_landed(policy: AccessPolicy, study: str, series: str, request: Request | None = None,
+                                 *, instance: str | None = None, landed: bool = True
+                                 ) -> tuple[set[str] | None, int | None]:
+    """:func:`_require_series`, and in the same trip to the database how many instances of the series ingest
+    has landed in Orthanc (None: not an ingested series, e.g. an annotation series)."""
+    def check(p: AccessPolicy) -> tuple[bool, set[str] | None, int | None]:
         visible = p.can_see_instance(study, series, instance) if instance else p.can_see_series(study, series)
         if visible and request is not None:
             _note_study_view(request, p, study)
-        return visible, p.restricted_instances(study).get(series)
+        count = landed_instances(p.session, series) if visible and landed else None
+        return visible, p.restricted_instances(study).get(series), count
 
-    visible, only = await _db(policy, check)
+    visible, only, count = await _db(policy, check)
     if not visible:
         raise _not_found()
-    return only
+    return only, count
 
 
 async def _series_metadata(request: Request, study: str, series: str) -> CachedMetadata:
     entry = SERIES_METADATA_CACHE.get(study, series)
-    if entry is None:
-        generation = SERIES_METADATA_CACHE.generation(study, series)
-        status, _, body = await _streaming(request).get_bytes(
-            f"studies/{study}/series/{series}/metadata", headers=_upstream_headers(request, accept=_JSON))
-        if status >= 300:
-            raise _error_from_upstream(status, body)
-        entry = SERIES_METADATA_CACHE.put(study, series, body, generation)
-    return entry
+    return entry if entry is not None else await _fetch_series_metadata(request, study, series)
+
+
+async def _fetch_series_metadata(request: Request, study: str, series: str) -> CachedMetadata:
+    generation = SERIES_METADATA_CACHE.generation(study, series)
+    status, _, body = await _streaming(request).get_bytes(
+        f"studies/{study}/series/{series}/metadata", headers=_upstream_headers(request, accept=_JSON))
+    if status >= 300:
+        raise _error_from_upstream(status, body)
+    return SERIES_METADATA_CACHE.put(study, series, body, generation)
 
 
 def _render(request: Request, entry: CachedMetadata, *, packed: bool) -> tuple[bytes, bytes | None]:
@@ -551,13 +564,21 @@ async def retrieve_series_metadata(study: str, series: str, request: Request, po
     _json_accepted(request)
     # Orthanc reads every file of the series (tens of ms on a first open): asked while the database says
     # whether the user may see it; the answer is dropped unread when not.
-    fetch = asyncio.ensure_future(_series_metadata(request, study, series))
+    entry = SERIES_METADATA_CACHE.get(study, series)
+    fetch = asyncio.ensure_future(_fetch_series_metadata(request, study, series)) if entry is None else None
     try:
-        only = await _require_series(policy, study, series, request)
+        only, landed = await _require_series_landed(policy, study, series, request)
     except BaseException:
-        _drop(fetch)
+        if fetch is not None:
+            _drop(fetch)
         raise
-    entry = await fetch
+    if fetch is not None:
+        entry = await fetch
+    elif entry is not None and landed is not None and landed > entry.instances:
+        # Instances landed since the entry was fetched (ingest, in another process): the entry is incomplete.
+        SERIES_METADATA_CACHE.invalidate_series(study, series)
+        entry = await _fetch_series_metadata(request, study, series)
+    assert entry is not None
     packed = filtering.accepts_gzip(request.headers.get("accept-encoding"))
     plain, gzipped = await run_in_threadpool(_render, request, entry, packed=packed)
     if only is not None:
