@@ -57,3 +57,14 @@ def test_grant_list_and_revoke_from_the_command_line_are_audited(cli_db: str) ->
             select(AuditEvent).where(AuditEvent.action.like("test_access_%")).order_by(AuditEvent.id))]
     assert actions == [("boss", "test_access_grant"), ("boss", "test_access_revoke")]
     engine.dispose()
+
+
+@pytest.mark.parametrize("reference", ["99999999999999999999", "2147483648", "\u00b2", "0"])
+def test_a_project_reference_that_is_no_row_id_is_not_found_rather_than_a_crash(cli_db: str, reference: str) -> None:
+    engine = create_db_engine(cli_db)
+    with session_scope(make_sessionmaker(engine)) as session:
+        user_service.create_user(session, "ml1", "ml")
+        user_service.create_user(session, "boss", "admin")
+    engine.dispose()
+    result = CliRunner().invoke(app, ["grant-test", "ml1", reference, "--reason", "evaluation of model v3"])
+    assert isinstance(result.exception, NotFound) and "no project" in str(result.exception)

@@ -139,3 +139,12 @@ def test_openapi_says_qido_and_metadata_answer_dicom_json(client: TestClient) ->
     for path in ("/dicomweb/studies", "/dicomweb/studies/{study}/series",
                  "/dicomweb/studies/{study}/series/{series}/metadata", "/dicomweb/studies/{study}/metadata"):
         assert list(paths[path]["get"]["responses"]["200"]["content"]) == ["application/dicom+json"], path
+
+
+@pytest.mark.parametrize("text, expected", [("1", 1), ("2147483647", 2147483647), ("2147483648", None), ("0", None),
+                                            ("\u00b2", None), ("\u0663", None), ("12a", None), ("", None),
+                                            ("99999999999999999999", None)])
+def test_a_reference_is_a_row_id_only_when_it_fits_one(text: str, expected: int | None) -> None:
+    from pacslabel.web.api_contract import row_id
+
+    assert row_id(text) == expected

@@ -21,6 +21,7 @@ from pacslabel.projects import repository as project_repository
 from pacslabel.projects.models import Project
 from pacslabel.users import repository as user_repository
 from pacslabel.users.models import Role, User
+from pacslabel.web.api_contract import row_id
 
 MAX_REASON = 255
 
@@ -46,7 +47,8 @@ class GrantView:
 def resolve_project(session: Session, project: str | int) -> Project:
     """A project by numeric id or by slug; 404 when there is none."""
     text = str(project).strip()
-    found = (project_repository.get_project(session, int(text)) if text.isdigit()
+    number = row_id(text)
+    found = (project_repository.get_project(session, number) if number is not None
              else project_repository.get_project_by_slug(session, text))
     if found is None:
         raise NotFound(f"no project {text!r}")

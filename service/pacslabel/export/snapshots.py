@@ -34,6 +34,7 @@ from pacslabel.orthanc.client import OrthancClient
 from pacslabel.projects import repository as project_repository
 from pacslabel.projects.models import Project
 from pacslabel.users.models import Role, User
+from pacslabel.web.api_contract import row_id
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +58,8 @@ def require_project(session: Session, project_id: int) -> Project:
 def project_by_reference(session: Session, reference: str) -> Project:
     """A project by slug or numeric id (CLI arguments)."""
     project = project_repository.get_project_by_slug(session, reference)
-    if project is None and reference.isdigit():
-        project = project_repository.get_project(session, int(reference))
+    if project is None and (number := row_id(reference)) is not None:
+        project = project_repository.get_project(session, number)
     if project is None:
         raise NotFound(f"no project {reference[:MAX_ECHO]!r}")
     return project
@@ -77,7 +78,8 @@ def snapshot_for(session: Session, user: User, reference: str | int) -> Snapshot
     text = str(reference).strip()[:MAX_ECHO]  # names are at most 96 characters; never echo more than that
     snapshot = None
     if text.isdigit():
-        snapshot = repository.get_snapshot(session, int(text))
+        number = row_id(text)
+        snapshot = repository.get_snapshot(session, number) if number is not None else None
     elif "@" in text:
         snapshot = repository.get_snapshot_by_name(session, text)
     else:

@@ -35,6 +35,15 @@ RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="A row id, 1 to 214
 ROW_ID_RANGE = f"between 1 and {MAX_ROW_ID}"
 
 
+def row_id(text: str) -> int | None:
+    """``text`` as a row id when it is one (ASCII digits, 1 to ``MAX_ROW_ID``), else None: for references that
+    may be an id or a name (CLI arguments). ``"²".isdigit()`` is true and a 20-digit id overflows a column."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 10):
+        return None
+    value = int(text)
+    return value if 1 <= value <= MAX_ROW_ID else None
+
+
 def without_nul(value: str) -> str:
     """PostgreSQL text cannot hold NUL (0x00): the driver's DataError was a 500. No field of ours needs one."""
     if "\x00" in value:
