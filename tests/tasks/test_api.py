@@ -165,3 +165,22 @@ def test_repeats_look_like_reads_to_the_reader_but_not_to_admins(api) -> None:  
     waiting_id = max(t["id"] for t in seen) + 1
     assert client.get(f"/api/tasks/{waiting_id}", headers=headers["admin1"]).json()["purpose"] == "repeat"
     assert client.get(f"/api/tasks/{waiting_id}", headers=reader).status_code == 404
+
+
+def test_an_assigned_task_is_started_by_its_reader_from_its_page_or_the_api(api) -> None:  # type: ignore[no-untyped-def]
+    client, headers = api
+    _apply(client, headers["admin1"], project_dict())
+    client.post("/api/projects/test-project/sync", headers=headers["admin1"])
+    assigned = client.post("/api/tasks/assign", json={"project": "test-project", "item_id": 1, "reader": "reader1"},
+                           headers=headers["admin1"])
+    assert assigned.status_code in (200, 201), assigned.text
+    task_id = assigned.json()["id"]
+    page = client.get(f"/tasks/{task_id}", headers=headers["reader1"]).text
+    assert "Start task" in page and 'id="submit-form"' not in page
+    assert client.post(f"/api/tasks/{task_id}/start", headers=headers["reader2"]).status_code == 403
+    started = client.post(f"/api/tasks/{task_id}/start", headers=headers["reader1"])
+    assert started.status_code == 200 and started.json()["status"] == "in_progress"
+    again = client.post(f"/api/tasks/{task_id}/start", headers=headers["reader1"])
+    assert again.status_code == 409 and "not open" in again.json()["detail"]
+    page = client.get(f"/tasks/{task_id}", headers=headers["reader1"]).text
+    assert "Start task" not in page and 'id="submit-form"' in page

@@ -205,8 +205,20 @@ def test_the_arbitration_page_submits_the_arbiters_seg(review_env: ReviewEnv) ->
     assert (nothing.status_code, nothing.headers["location"]) == (303, "/review?empty=1")
     assert "No read is waiting for your review right now." in env.client.get(
         "/review?empty=1", headers=env.headers["rev1"]).text
-    arbitration = _claim(env, "rev1")
-    assert (arbitration.purpose, arbitration.status) == ("arbitration", "in_progress")
+    with session_scope(env.sessions) as session:  # assigned to rev1, open: started from its own page
+        arbitration = session.scalars(select(Task).where(Task.item_id == env.item_id,
+                                                         Task.purpose == "arbitration")).one()
+        session.expunge(arbitration)
+        assert arbitration.reader_id == user_named(session, "rev1").id
+    assert arbitration.status == "open"
+    assigned = env.client.get(f"/tasks/{arbitration.id}", headers=env.headers["rev1"]).text
+    assert "Start arbitration" in assigned and "Submit arbitration" not in assigned
+    started = env.client.post(f"/tasks/{arbitration.id}/start", headers=env.headers["rev1"], follow_redirects=False)
+    assert (started.status_code, started.headers["location"]) == (303, f"/tasks/{arbitration.id}")
+    again = env.client.post(f"/tasks/{arbitration.id}/start", headers=env.headers["rev1"], follow_redirects=False)
+    assert again.status_code == 409 and "not open: nothing to start" in again.text
+    with session_scope(env.sessions) as session:
+        assert session.get(Task, arbitration.id).status == "in_progress"  # type: ignore[union-attr]
     page = env.client.get(f"/tasks/{arbitration.id}", headers=env.headers["rev1"])
     assert page.status_code == 200 and f"Arbitration #{arbitration.id}" in page.text
     assert "Submit arbitration" in page.text

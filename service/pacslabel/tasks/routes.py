@@ -69,6 +69,13 @@ def get_task(task_id: RowId, session: DbSession, user: CurrentUser) -> dict[str,
     return task_view(session, task, user, with_context=True)
 
 
+@router.post("/{task_id}/start")
+def start(task_id: RowId, session: DbSession, user: CurrentUser) -> dict[str, Any]:
+    """Take up an open task assigned to you (e.g. an arbitration); 409 when it is not open."""
+    task = service.start_task(session, service.task_for_user(session, task_id, user, act=True), user)
+    return task_view(session, task, user)
+
+
 @router.post("/{task_id}/submit")
 def submit(task_id: RowId, session: DbSession, user: CurrentUser) -> dict[str, Any]:
     task = service.task_for_user(session, task_id, user, act=True)

@@ -282,6 +282,14 @@ def _maybe_schedule_repeat(session: Session, project: Project, spec: ProjectSpec
                of_task=task.id, due_after_reads=due)
 
 
+def start_task(session: Session, task: Task, user: User) -> Task:
+    """The reader takes up an open task assigned to them (an arbitration, an admin's assignment) from its page,
+    as "Next" would have. The caller has checked that ``task`` is the user's (``task_for_user(act=True)``)."""
+    if task.status != TaskStatus.OPEN.value:
+        raise Conflict(f"task {task.id} is {task.status.replace('_', ' ')}, not open: nothing to start")
+    return _start(session, task, user)
+
+
 def submit_task(session: Session, task: Task, user: User) -> Task:
     if task.status == TaskStatus.RETURNED.value:
         # A returned read is fixed and resubmitted from its own page: taking it up again is implied.

@@ -341,6 +341,8 @@ def _task_page(request: Request, session: Session, task: Task, user: User, *, er
         # an arbitration is submitted with its own button.
         "actionable": own and task.purpose in ("read", "repeat"),
         "arbitrable": own and task.purpose == "arbitration",
+        # An open task assigned to this user (an arbitration, an admin's assignment) is started from its page.
+        "startable": task.status == TaskStatus.OPEN.value and task.reader_id == user.id,
         "versions": _annotation_versions(session, task),
         "error": error,
         "notice": notice,
@@ -363,7 +365,7 @@ def review_read_page(request: Request, session: Session, read: Task, user: User,
         "task": row, "mode": "read_review", "note": read.note,
         "instructions": render_markdown(protocol.get("instructions") or ""),
         "segments": [dict(s, swatch=swatch_color(s.get("color"))) for s in protocol.get("segments") or []],
-        "viewer_url": None, "actionable": False, "arbitrable": False, "versions": None,
+        "viewer_url": None, "actionable": False, "arbitrable": False, "startable": False, "versions": None,
         "comments": [], "decisions": [], "fixes": [], "returned": None,
         "read_threads": [read_review_entry(session, read, user, decides=True)],
         "outcome": item_outcome(session, read.item_id),
@@ -442,6 +444,14 @@ def _reason(value: str, what: str, choices: Sequence[str]) -> str:
     if len(value) > MAX_REASON_LENGTH:
         raise BadInput(f"a {what} reason has at most {MAX_REASON_LENGTH} characters")
     return value
+
+
+@router.post("/tasks/{task_id}/start")
+def start_form(task_id: RowId, request: Request, session: DbSession) -> Response:
+    def action(task: Task, user: User) -> str:
+        task_service.start_task(session, task, user)
+        return f"/tasks/{task.id}"
+    return _act(request, session, task_id, {}, action)
 
 
 @router.post("/tasks/{task_id}/submit")
