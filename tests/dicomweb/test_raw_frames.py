@@ -170,3 +170,20 @@ def test_the_instance_id_is_orthancs_own(orthanc: RunningOrthanc) -> None:
 ])
 def test_the_requested_syntax_is_read_from_accept(accept: str | None, syntax: str | None) -> None:
     assert requested_syntax(accept) == syntax
+
+
+def test_an_unreachable_orthanc_is_an_orthanc_error_for_the_caller_to_map(orthanc: RunningOrthanc) -> None:
+    from pacslabel.orthanc.client import OrthancUnavailable
+    from tests.fixtures.orthanc import free_port
+
+    ds = _instance(EXPLICIT_LE)
+    source = RawFrameSource()
+    client = OrthancStreamingClient(f"http://127.0.0.1:{free_port()}", "u", "p")
+    with pytest.raises(OrthancUnavailable):
+        asyncio.run(source.fetch(client, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
+                                 str(ds.SOPInstanceUID), 1, accept=OHIF_ACCEPT, location="x", max_bytes=1 << 20))
+    # With the study's Patient ID known, the metadata and the frame are asked together; both fail the same way.
+    source._patient_of_study.remember(str(ds.StudyInstanceUID), str(ds.PatientID))  # noqa: SLF001
+    with pytest.raises(OrthancUnavailable):
+        asyncio.run(source.fetch(client, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
+                                 str(ds.SOPInstanceUID), 1, accept=OHIF_ACCEPT, location="x", max_bytes=1 << 20))

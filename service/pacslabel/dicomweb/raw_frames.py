@@ -34,6 +34,7 @@ import re
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import cast
 
 from pacslabel.dicomweb.filtering import first_media_range
 from pacslabel.orthanc.streaming import OrthancStreamingClient
@@ -134,8 +135,12 @@ class RawFrameSource:
         if syntax == "" or (syntax is not None and wanted not in ("*", syntax)):
             return None
         if syntax is None:
-            syntax, pixels = await asyncio.gather(self._check_instance(client, instance),
-                                                  _raw(client, instance, frame, max_bytes))
+            checked, read = await asyncio.gather(self._check_instance(client, instance),
+                                                 _raw(client, instance, frame, max_bytes), return_exceptions=True)
+            for outcome in (checked, read):  # both awaited to the end: neither is left running or unreported
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            syntax, pixels = cast(str | None, checked), cast(bytes | None, read)
             if syntax is None:  # no such instance under this Patient ID: learn the study again next time
                 self.forget_study(study)
             if not syntax or wanted not in ("*", syntax):
