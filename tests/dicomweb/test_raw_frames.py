@@ -187,3 +187,27 @@ def test_an_unreachable_orthanc_is_an_orthanc_error_for_the_caller_to_map(orthan
     with pytest.raises(OrthancUnavailable):
         asyncio.run(source.fetch(client, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID),
                                  str(ds.SOPInstanceUID), 1, accept=OHIF_ACCEPT, location="x", max_bytes=1 << 20))
+
+
+def test_an_eight_bit_frame_of_odd_length_is_answered_as_the_plugin_answers_it(orthanc: RunningOrthanc) -> None:
+    ds = _instance(EXPLICIT_LE, sop_class="1.2.840.10008.5.1.4.1.1.1.1")  # DX for presentation: 8 bits allowed
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = bytes(range(35)) + b"\x00"  # 5 x 7 bytes, padded to an even length as stored
+    _store(orthanc, ds)
+    raw = _raw(orthanc, ds)
+    assert raw is not None and _split(raw.content_type, raw.body) == _plugin(orthanc, ds)
+
+
+def test_the_second_frame_of_a_multi_frame_image_is_answered_as_the_plugin_answers_it(
+        orthanc: RunningOrthanc) -> None:
+    ds = _instance(EXPLICIT_LE, sop_class="1.2.840.10008.5.1.4.1.1.2.1")  # Enhanced CT: frames of 16 bits
+    frames = np.arange(2 * 5 * 7, dtype=np.int16).reshape(2, 5, 7) * 3
+    ds.NumberOfFrames, ds.PixelData = 2, frames.tobytes()
+    _store(orthanc, ds)
+    headers = {"Accept": OHIF_ACCEPT}
+    second = httpx.get(f"{orthanc.url}/dicom-web/{_path(ds, 2)}", headers=headers, auth=_auth(orthanc))
+    raw = _raw(orthanc, ds, frame=2)
+    assert raw is not None
+    assert _split(raw.content_type, raw.body) == _split(second.headers["content-type"], second.content)
+    assert _split(raw.content_type, raw.body)[2] == frames[1].tobytes()
+    assert _raw(orthanc, ds, frame=3) is None
