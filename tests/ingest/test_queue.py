@@ -25,16 +25,19 @@ def test_concurrent_claims_never_hand_the_same_row_to_two_workers(db_url: str, d
     _fill(db_session, 300)
     claimed: list[list[int]] = [[] for _ in range(4)]
     errors: list[BaseException] = []
+    start = threading.Barrier(4)
 
     def work(slot: int) -> None:
         engine = create_db_engine(db_url)
         owner = f"test:{slot}"
         try:
-            while True:
+            start.wait(timeout=60)  # all claim from the first row on: on a loaded machine one thread could
+            while True:              # otherwise drain the queue before the others have started
                 items = queue.claim(engine, owner, limit=5, lease_s=600)
                 if not items:
                     return
                 claimed[slot].extend(item.id for item in items)
+                time.sleep(0.001)  # let a waiting claimer in between two claims, as a worker's real work would
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
         finally:
