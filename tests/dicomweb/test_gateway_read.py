@@ -368,6 +368,39 @@ def test_cached_series_metadata_is_refreshed_when_ingest_lands_another_instance_
         invalidate_series(st, se)
 
 
+def test_cached_annotation_series_metadata_shows_a_version_saved_by_another_web_process(
+        gateway: Gateway, world: OrthancWorld, orthanc: RunningOrthanc) -> None:
+    from pacslabel.annotations.models import AnnotationVersion
+    from tests.dicomweb.gateway_world import TASK_IDS, _seg
+
+    st, se = world.study, world.seg_a.series
+    path = f"/studies/{st}/series/{se}/metadata"
+    sops = lambda response: {i["00080018"]["Value"][0] for i in response.json()}  # noqa: E731
+    invalidate_series(st, se)
+    assert sops(gateway.get("reader_a", path)) == set(world.seg_a.sops)
+    # Another web process stores version 2 (Orthanc first, then the row): this process's cache is not told.
+    second = _seg(world.source_datasets, se, "reader_a")
+    buffer = BytesIO()
+    second.save_as(buffer, enforce_file_format=True)
+    stored = orthanc.client.store_instance(buffer.getvalue())
+    try:
+        engine = create_db_engine(gateway.db_url)
+        with session_scope(make_sessionmaker(engine)) as session:
+            first = session.scalars(select(AnnotationVersion).where(
+                AnnotationVersion.task_id == TASK_IDS["reader_a"])).one()
+            session.add(AnnotationVersion(
+                task_id=first.task_id, study_instance_uid=st, series_instance_uid=se,
+                sop_instance_uid=str(second.SOPInstanceUID), sop_class_uid=first.sop_class_uid, modality="SEG",
+                version=2, author_id=first.author_id, author_role="annotator", origin="ohif",
+                sha256="0" * 64, byte_size=1, repairs=[], predecessor_id=first.id))
+        engine.dispose()
+        assert sops(gateway.get("reader_a", path)) == {*world.seg_a.sops, str(second.SOPInstanceUID)}
+    finally:
+        httpx.delete(f"{orthanc.url}/instances/{stored.orthanc_id}",
+                     auth=(orthanc.settings.orthanc_username, orthanc.settings.secret("orthanc_password")))
+        invalidate_series(st, se)
+
+
 def test_series_metadata_of_a_client_without_gzip_is_never_gzipped(gateway: Gateway, world: OrthancWorld) -> None:
     st, se = world.study, world.source.series
     invalidate_series(st, se)

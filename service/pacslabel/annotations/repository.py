@@ -82,6 +82,13 @@ def version_count(session: Session, task_id: int) -> int:
     return int(session.scalar(select(func.count()).where(AnnotationVersion.task_id == task_id)) or 0)
 
 
+def versions_in_series(session: Session, study_instance_uid: str, series_instance_uid: str) -> int:
+    """How many versions are stored in a task's SEG or SR series (each is one instance in Orthanc)."""
+    return int(session.scalar(select(func.count()).where(
+        AnnotationVersion.study_instance_uid == study_instance_uid,
+        AnnotationVersion.series_instance_uid == series_instance_uid)) or 0)
+
+
 def versions_of_task(session: Session, task_id: int, modality: str | None = None) -> Sequence[AnnotationVersion]:
     query = select(AnnotationVersion).where(AnnotationVersion.task_id == task_id)
     if modality is not None:

@@ -5,9 +5,10 @@ instances; the plugin's own cache arrives only in 1.15, ohif-integration §7.3),
 series of a study on each open. The cache keeps Orthanc's answer per series, in this process:
 
 - evicted by :func:`invalidate_series` when a series changes (the STOW side calls it after storing a SEG/SR);
-- refreshed by the gateway when the catalogue counts more landed instances in the series than the entry holds
-  (:attr:`CachedMetadata.instances`): ingest runs in other processes, so a slice that lands after a reader
-  opened the series is seen at the next metadata request, not after ``ttl_s``;
+- refreshed by the gateway when the database records more instances of the series than the entry holds
+  (:attr:`CachedMetadata.instances`): the catalogue for ingested series, the annotation versions for a task's
+  SEG/SR series. Ingest, and a second web process, write from other processes, so a late slice or another
+  worker's save is seen at the next metadata request, not after ``ttl_s``;
 - bounded in bytes (least recently used out) and in age (``ttl_s``), so that a change made by another
   process (a second web worker, ingest) is seen after at most ``ttl_s``;
 - race-free against invalidation: an answer fetched while the series was invalidated is not stored

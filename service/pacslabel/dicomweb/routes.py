@@ -34,10 +34,12 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
+from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from pacslabel.access.policy import AccessPolicy, AccessSnapshot, StudyGrant, take_snapshot
+from pacslabel.annotations.repository import versions_in_series
 from pacslabel.audit.service import record
 from pacslabel.catalog.repository import landed_instances
 from pacslabel.db import session_scope
@@ -522,13 +524,23 @@ async def _require_series_landed(policy: AccessPolicy, study: str, series: str, 
         visible = p.can_see_instance(study, series, instance) if instance else p.can_see_series(study, series)
         if visible and request is not None:
             _note_study_view(request, p, study)
-        count = landed_instances(p.session, series) if visible and landed else None
+        count = _landed_instances(p.session, study, series) if visible and landed else None
         return visible, p.restricted_instances(study).get(series), count
 
     visible, only, count = await _db(policy, check)
     if not visible:
         raise _not_found()
     return only, count
+
+
+def _landed_instances(session: Session, study: str, series: str) -> int | None:
+    """How many instances of the series are recorded as stored in Orthanc, by ingest (the catalogue) or as
+    annotation versions (one instance each), whichever process stored them; None when neither knows the series.
+    Both are recorded after Orthanc's store, so never more than Orthanc holds."""
+    count = landed_instances(session, series)
+    if count is None:
+        count = versions_in_series(session, study, series) or None
+    return count
 
 
 async def _series_metadata(request: Request, study: str, series: str) -> CachedMetadata:
@@ -575,7 +587,7 @@ async def retrieve_series_metadata(study: str, series: str, request: Request, po
     if fetch is not None:
         entry = await fetch
     elif entry is not None and landed is not None and landed > entry.instances:
-        # Instances landed since the entry was fetched (ingest, in another process): the entry is incomplete.
+        # Instances landed since the entry was fetched (by ingest, or a save in another web process).
         SERIES_METADATA_CACHE.invalidate_series(study, series)
         entry = await _fetch_series_metadata(request, study, series)
     assert entry is not None
