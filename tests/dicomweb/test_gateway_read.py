@@ -368,14 +368,16 @@ def test_cached_series_metadata_is_refreshed_when_ingest_lands_another_instance_
         invalidate_series(st, se)
 
 
+@pytest.mark.parametrize("level", ["series", "study"])
 def test_cached_annotation_series_metadata_shows_a_version_saved_by_another_web_process(
-        gateway: Gateway, world: OrthancWorld, orthanc: RunningOrthanc) -> None:
+        gateway: Gateway, world: OrthancWorld, orthanc: RunningOrthanc, level: str) -> None:
     from pacslabel.annotations.models import AnnotationVersion
     from tests.dicomweb.gateway_world import TASK_IDS, _seg
 
     st, se = world.study, world.seg_a.series
-    path = f"/studies/{st}/series/{se}/metadata"
-    sops = lambda response: {i["00080018"]["Value"][0] for i in response.json()}  # noqa: E731
+    path = f"/studies/{st}/series/{se}/metadata" if level == "series" else f"/studies/{st}/metadata"
+    sops = lambda response: {i["00080018"]["Value"][0] for i in response.json()  # noqa: E731
+                             if i["0020000E"]["Value"][0] == se}
     invalidate_series(st, se)
     assert sops(gateway.get("reader_a", path)) == set(world.seg_a.sops)
     # Another web process stores version 2 (Orthanc first, then the row): this process's cache is not told.

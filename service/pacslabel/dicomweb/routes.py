@@ -636,9 +636,13 @@ async def retrieve_study_metadata(study: str, request: Request, policy: Policy) 
     _check_uid(study)
     _json_accepted(request)
     shown, _, partly = await _visible_study_series(request, policy, study, audit=True)
+    landed = await _db(policy, lambda p: {series: _landed_instances(p.session, study, series) for series in shown})
     parts = []
     for series in shown:
         entry = await _series_metadata(request, study, series)
+        if (count := landed.get(series)) is not None and count > entry.instances:  # see retrieve_series_metadata
+            SERIES_METADATA_CACHE.invalidate_series(study, series)
+            entry = await _fetch_series_metadata(request, study, series)
         plain, _ = await run_in_threadpool(_render, request, entry, packed=False)
         if series in partly:
             plain = filtering.keep_instances(plain, partly[series])
