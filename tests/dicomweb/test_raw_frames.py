@@ -67,8 +67,8 @@ def _raw(orthanc: RunningOrthanc, ds: Dataset, accept: str | None = OHIF_ACCEPT,
     return asyncio.run(fetch())
 
 
-def _plugin(orthanc: RunningOrthanc, ds: Dataset, accept: str | None = OHIF_ACCEPT) -> tuple[str, bytes, bytes]:
-    """The plugin's answer: content type up to the boundary, the part's Content-Type line, the part's body."""
+def _plugin(orthanc: RunningOrthanc, ds: Dataset, accept: str | None = OHIF_ACCEPT) -> tuple[str, list[bytes], bytes]:
+    """The plugin's answer, split as :func:`_split` does."""
     headers = {"Accept": accept} if accept else {}
     response = httpx.get(f"{orthanc.url}/dicom-web/{_path(ds)}", headers=headers, auth=_auth(orthanc))
     assert response.status_code == 200, response.text
@@ -79,13 +79,15 @@ def _auth(orthanc: RunningOrthanc) -> tuple[str, str]:
     return orthanc.settings.orthanc_username, orthanc.settings.secret("orthanc_password")
 
 
-def _split(content_type: str, body: bytes) -> tuple[str, bytes, bytes]:
+def _split(content_type: str, body: bytes) -> tuple[str, list[bytes], bytes]:
+    """Content type up to the boundary, the part's headers but the location's host, and the part's body."""
     boundary = content_type.split("boundary=")[1].encode()
     head, _, rest = body.partition(b"\r\n\r\n")
     assert head.startswith(b"--" + boundary + b"\r\n")
-    part_type = next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-type:"))
+    headers = [line if not line.lower().startswith(b"content-location:") else line.split(b"/studies/")[1]
+               for line in head.split(b"\r\n")[1:]]
     assert rest.endswith(b"\r\n--" + boundary + b"--\r\n")
-    return content_type.split("boundary=")[0], part_type, rest[:-len(boundary) - 8]
+    return content_type.split("boundary=")[0], headers, rest[:-len(boundary) - 8]
 
 
 @pytest.mark.parametrize("syntax", [EXPLICIT_LE, IMPLICIT_LE])

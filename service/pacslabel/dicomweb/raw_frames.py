@@ -21,8 +21,8 @@ as the plugin would, and returns None otherwise (the caller then asks the plugin
   instance, in parallel with its first frame;
 - Orthanc answers the raw frame with 200 and ``application/octet-stream``.
 
-The answer is the plugin's multipart framing (top-level and part Content-Type as the plugin writes them), with
-the part's Content-Location at the gateway rather than at Orthanc.
+The answer is the plugin's multipart framing (the top-level Content-Type and the part's headers as the plugin
+writes them), with the part's Content-Location at the gateway rather than at Orthanc.
 """
 
 from __future__ import annotations
@@ -151,8 +151,8 @@ class RawFrameSource:
             return None
         part_type = f"application/octet-stream; transfer-syntax={syntax}"
         boundary = uuid.uuid4().hex
-        head = (f"--{boundary}\r\nContent-Type: {part_type}\r\nContent-Location: {location}\r\n\r\n"
-                ).encode("latin-1")
+        head = (f"--{boundary}\r\nContent-Location: {location}\r\nContent-Type: {part_type}\r\n"
+                f"Content-Length: {len(pixels)}\r\nMIME-Version: 1.0\r\n\r\n").encode("latin-1")
         body = b"".join((head, pixels, f"\r\n--{boundary}--\r\n".encode("ascii")))
         STATS["answered"] += 1
         return RawFrame(f'multipart/related; type="{part_type}"; boundary={boundary}', body)
