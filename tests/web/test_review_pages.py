@@ -109,6 +109,27 @@ def test_the_queue_lists_submitted_reads_oldest_first(review_env: ReviewEnv) -> 
         assert reader_action not in read_page.text
 
 
+def test_a_reviewer_asks_the_reader_from_the_queue_before_deciding(review_env: ReviewEnv) -> None:  # noqa: F811
+    env = review_env
+    known = masks()
+    save_and_submit(env, "reader2", known["reader2"])
+    r2 = env.tasks["reader2"]
+    # rev1 holds no review task on the item and has not decided: the read opened from the queue offers a comment.
+    read_page = env.client.get(f"/review/reads/{r2}", headers=env.headers["rev1"])
+    assert f'action="/tasks/{r2}/comments"' in read_page.text
+    posted = env.client.post(f"/tasks/{r2}/comments", headers=env.headers["rev1"], follow_redirects=False,
+                             data={"body": "Is the lesion on slice 2 the same as on slice 3?", "from_queue": "true"})
+    assert (posted.status_code, posted.headers["location"]) == (303, f"/review/reads/{r2}?saved=comment#thread-{r2}")
+    assert "the same as on slice 3?" in env.client.get(f"/tasks/{r2}", headers=env.headers["reader2"]).text
+    # Another reader of the item is no reviewer: the thread stays closed to them, at the page and the API.
+    assert env.client.post(f"/tasks/{r2}/comments", headers=env.headers["reader1"], follow_redirects=False,
+                           data={"body": "peek"}).status_code == 403
+    assert env.client.get(f"/api/tasks/{r2}/comments", headers=env.headers["reader1"]).status_code == 403
+    # A read still being read is not waiting for a decision: no comment from the queue reviewer yet.
+    r3 = env.tasks["reader3"]
+    assert env.client.get(f"/api/tasks/{r3}/comments", headers=env.headers["rev1"]).status_code == 403
+
+
 def test_approve_and_reject_through_the_forms_change_what_the_api_changes(review_env: ReviewEnv) -> None:  # noqa: F811
     env = review_env
     known = masks()

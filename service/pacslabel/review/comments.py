@@ -14,10 +14,11 @@ from sqlalchemy.orm import Session
 
 from pacslabel.audit.service import record
 from pacslabel.db.base import utcnow
-from pacslabel.errors import BadInput, Forbidden, NotFound
+from pacslabel.errors import BadInput, Forbidden, NotFound, PacslabelError
 from pacslabel.review.models import ReviewDecision, TaskComment
+from pacslabel.review.workflow import check_reviewer
 from pacslabel.tasks.models import Task
-from pacslabel.tasks.states import TaskPurpose
+from pacslabel.tasks.states import TaskPurpose, TaskStatus
 from pacslabel.users.models import Role, User
 
 MAX_COMMENT_LENGTH = 4000
@@ -39,7 +40,20 @@ def reviews_item(session: Session, user: User, task: Task) -> bool:
 
 
 def may_follow(session: Session, user: User, task: Task) -> bool:
-    return user.role == Role.ADMIN.value or task.reader_id == user.id or reviews_item(session, user, task)
+    return (user.role == Role.ADMIN.value or task.reader_id == user.id or reviews_item(session, user, task)
+            or may_decide(session, user, task))
+
+
+def may_decide(session: Session, user: User, task: Task) -> bool:
+    """The task is a read waiting for review that ``user`` may approve or reject (from the review queue, without
+    a review task of their own): they may ask its reader before deciding."""
+    if task.purpose != TaskPurpose.READ.value or task.status != TaskStatus.SUBMITTED.value:
+        return False
+    try:
+        check_reviewer(session, user, task)
+    except PacslabelError:
+        return False
+    return True
 
 
 def followed_task(session: Session, task_id: int, user: User) -> Task:
