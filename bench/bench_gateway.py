@@ -31,7 +31,6 @@ import base64
 import os
 import resource
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,65 +41,31 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import requests
 import uvicorn
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pacslabel.catalog.models import CatalogPatient, CatalogSeries, CatalogStudy  # noqa: E402
+from tests.fixtures.orthanc import free_port  # noqa: E402
+from tests.fixtures.series import bench_ct_series  # noqa: E402
+from tests.fixtures.worlds import add_study_item, catalogue_study, open_task  # noqa: E402
+
 from pacslabel.db import create_db_engine, make_sessionmaker, session_scope  # noqa: E402
 from pacslabel.db.migrate import upgrade_to_head  # noqa: E402
 from pacslabel.dicomweb.metadata_cache import invalidate_series  # noqa: E402
 from pacslabel.orthanc.client import OrthancClient  # noqa: E402
 from pacslabel.orthanc.supervisor import OrthancProcess  # noqa: E402
-from pacslabel.projects.models import Project, ProjectItem  # noqa: E402
+from pacslabel.projects.models import Project  # noqa: E402
 from pacslabel.settings import Settings  # noqa: E402
-from pacslabel.tasks.models import Task  # noqa: E402
 from pacslabel.users import repository as user_repository  # noqa: E402
 from pacslabel.users import service as user_service  # noqa: E402
+from pacslabel.users.models import User  # noqa: E402
 from pacslabel.web.app import create_app  # noqa: E402
 
 FRAME_ACCEPT = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 JSON_ACCEPT = "application/dicom+json"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("0.0.0.0", 0))
-        return int(probe.getsockname()[1])
-
-
-def ct_slices(count: int) -> list[Dataset]:
-    study, series, frame = generate_uid(), generate_uid(), generate_uid()
-    rng = np.random.default_rng(1)
-    datasets = []
-    for index in range(count):
-        sop = generate_uid()
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-        ds.file_meta.MediaStorageSOPInstanceUID = sop
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, sop
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
-        ds.PatientName, ds.PatientID, ds.StudyDate, ds.StudyTime = "Bench^Synthetic", "BENCH-1", "20240101", "1200"
-        ds.Modality, ds.SeriesNumber, ds.InstanceNumber, ds.StudyID = "CT", 1, index + 1, "1"
-        ds.AccessionNumber = ds.ReferringPhysicianName = ds.PatientBirthDate = ""
-        ds.PatientSex = "O"
-        ds.ImagePositionPatient = [0.0, 0.0, float(index)]
-        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        ds.PixelSpacing, ds.SliceThickness = [0.7, 0.7], 1.0
-        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.Rows = ds.Columns = 512
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.PixelData = rng.integers(-1000, 2000, (512, 512), dtype=np.int16).tobytes()
-        datasets.append(ds)
-    return datasets
 
 
 def load(base: str, headers: dict[str, str], study: str, series: str, sops: list[str], concurrency: int,
@@ -315,7 +280,7 @@ def _session(auth: tuple[str, str] | None) -> requests.Session:
 
 
 def _store_series(client: OrthancClient, slices: int) -> tuple[str, str, list[str]]:
-    datasets = ct_slices(slices)
+    datasets = bench_ct_series(slices)
     started = time.perf_counter()
     for offset in range(0, len(datasets), 25):
         client.store_instances(datasets[offset:offset + 25])
@@ -331,49 +296,29 @@ def _give_task(db_url: str, study: str, series: str, count: int) -> None:
         reader = user_repository.get_user_by_name(session, "bench_reader")
         assert reader is not None
         project = session.scalars(select(Project).where(Project.slug == "bench")).one()
-        patient = CatalogPatient(pseudonym=f"P-bench-{study[-12:]}")
-        session.add(patient)
-        session.flush()
-        study_row = CatalogStudy(study_instance_uid=study, patient_id=patient.id)
-        session.add(study_row)
-        session.flush()
-        session.add(CatalogSeries(series_instance_uid=series, study_id=study_row.id, modality="CT", route="bench",
-                                  instance_count=count))
-        item = ProjectItem(project_id=project.id, unit="study", unit_uid=study, study_id=study_row.id,
-                           patient_id=patient.id, series_uids=[series], split="train", stage="continuous",
-                           order_key=study[-12:])
-        session.add(item)
-        session.flush()
-        session.add(Task(project_id=project.id, item_id=item.id, reader_id=reader.id, purpose="read", slot=0,
-                         status="in_progress", protocol_version=1))
+        _add_task(session, project, reader, study, series, count)
     engine.dispose()
 
 
 def _reader_with_task(db_url: str, study: str, series: str, count: int) -> str:
+    """The bench reader, their bearer token, the bench project and a read task on the first study."""
     engine = create_db_engine(db_url)
     with session_scope(make_sessionmaker(engine)) as session:
         reader = user_service.create_user(session, "bench_reader", "annotator")
         token = user_service.create_api_token(session, "bench_reader")
-        patient = CatalogPatient(pseudonym="P-bench")
-        session.add(patient)
-        session.flush()
-        study_row = CatalogStudy(study_instance_uid=study, patient_id=patient.id)
-        session.add(study_row)
-        session.flush()
-        session.add(CatalogSeries(series_instance_uid=series, study_id=study_row.id, modality="CT", route="bench",
-                                  instance_count=count))
         project = Project(slug="bench", name="Bench", definition={}, definition_sha256="0" * 64)
         session.add(project)
         session.flush()
-        item = ProjectItem(project_id=project.id, unit="study", unit_uid=study, study_id=study_row.id,
-                           patient_id=patient.id, series_uids=[series], split="train", stage="continuous",
-                           order_key="k")
-        session.add(item)
-        session.flush()
-        session.add(Task(project_id=project.id, item_id=item.id, reader_id=reader.id, purpose="read", slot=0,
-                         status="in_progress", protocol_version=1))
+        _add_task(session, project, reader, study, series, count)
     engine.dispose()
     return token
+
+
+def _add_task(session: Session, project: Project, reader: User, study: str, series: str, count: int) -> None:
+    catalogued = catalogue_study(session, study, series, count, pseudonym=f"P-bench-{study[-12:]}", route="bench")
+    item = add_study_item(session, project.id, catalogued, [series], split="train", released_at=None,
+                          order_key=study[-12:])
+    open_task(session, project.id, item.id, reader.id, slot=0)
 
 
 def _report(results: dict[str, list[dict[str, float]]], frames: int) -> None:

@@ -20,6 +20,7 @@ import argparse
 import gc
 import hashlib
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,16 +28,18 @@ from pathlib import Path
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.fixtures.worlds import add_study_item, catalogue_study, open_task
+
 from pacslabel.access import release_epoch
 from pacslabel.access.policy import AccessPolicy, take_snapshot
 from pacslabel.annotations.models import AnnotationVersion
-from pacslabel.catalog.models import CatalogPatient, CatalogSeries, CatalogStudy
 from pacslabel.db import create_db_engine, make_sessionmaker, session_scope
 from pacslabel.db.base import utcnow
 from pacslabel.db.migrate import upgrade_to_head
-from pacslabel.projects.models import Project, ProjectItem
+from pacslabel.projects.models import Project
 from pacslabel.review.models import FinalLabel
-from pacslabel.tasks.models import Task
 from pacslabel.users.models import User
 
 
@@ -49,23 +52,10 @@ def build(session: Session, items: int) -> tuple[int, int]:
     session.flush()
     for n in range(items):
         study_uid, series_uid = f"1.2.826.0.1.{n}", f"1.2.826.0.1.{n}.1"
-        patient = CatalogPatient(pseudonym=f"P{n}")
-        session.add(patient)
-        session.flush()
-        study = CatalogStudy(study_instance_uid=study_uid, patient_id=patient.id)
-        session.add(study)
-        session.flush()
-        session.add(CatalogSeries(series_instance_uid=series_uid, study_id=study.id, modality="CT", route="bench",
-                                  instance_count=100))
-        item = ProjectItem(project_id=project.id, unit="study", unit_uid=study_uid, study_id=study.id,
-                           patient_id=patient.id, series_uids=[series_uid], split="train", stage="continuous",
-                           order_key=str(n))
-        session.add(item)
-        session.flush()
-        task = Task(project_id=project.id, item_id=item.id, reader_id=reader.id, purpose="read", slot=0,
-                    status="done", protocol_version=1)
-        session.add(task)
-        session.flush()
+        study = catalogue_study(session, study_uid, series_uid, 100, pseudonym=f"P{n}", route="bench")
+        item = add_study_item(session, project.id, study, [series_uid], split="train", released_at=None,
+                              order_key=str(n))
+        task = open_task(session, project.id, item.id, reader.id, slot=0, status="done")
         final = None
         for version in range(1, 2 + n % 2):
             sop = f"{study_uid}.9.{version}"

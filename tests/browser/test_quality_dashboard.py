@@ -9,20 +9,18 @@ quality-dashboard-breakdown.png).
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from playwright.sync_api import sync_playwright
 
 from pacslabel.db.migrate import upgrade_to_head
 from pacslabel.review.quality_reading import FACTS
 from pacslabel.web.app import create_app
 from tests.fixtures.orthanc import RunningOrthanc, free_port
+from tests.fixtures.server import serve
 from tests.review.test_quality_world import PASSWORD, QualityWorld, build_world, import_truth
 
 pytestmark = [pytest.mark.browser, pytest.mark.orthanc, pytest.mark.slow]
@@ -56,18 +54,8 @@ def served(orthanc: RunningOrthanc, tmp_path: Path) -> Iterator[tuple[str, Quali
     import_truth(world)
     port = free_port()
     app = create_app(world.settings.model_copy(update={"web_url": f"http://127.0.0.1:{port}"}))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, name="uvicorn-quality", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}", world
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve(app, port, name="uvicorn-quality") as base:
+        yield base, world
         FACTS.clear()
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import io
 import re
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,7 +34,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
 from playwright.sync_api import BrowserContext, Page, Request, sync_playwright
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -66,6 +64,7 @@ from tests.browser.test_reading_in_ohif import (
     served_settings,
 )
 from tests.fixtures.orthanc import RunningOrthanc, dataset_bytes
+from tests.fixtures.server import serve
 from tests.projects.helpers import PASSWORD, add_series, apply_dict, make_user, project_dict
 
 pytestmark = [pytest.mark.browser, pytest.mark.orthanc, pytest.mark.slow]
@@ -166,19 +165,8 @@ def world(orthanc: RunningOrthanc, tmp_path: Path) -> Iterator[World]:
         other_read_id = read2.id
     engine.dispose()
 
-    app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, name="uvicorn-review-e2e", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield World(f"http://127.0.0.1:{port}", settings, db_url, study_uid, source_series_uid, other_read_id, 100)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve(create_app(settings), port, name="uvicorn-review-e2e") as base:
+        yield World(base, settings, db_url, study_uid, source_series_uid, other_read_id, 100)
 
 
 def _stow_datasets(request: Request) -> list[Dataset]:

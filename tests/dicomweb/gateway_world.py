@@ -12,15 +12,9 @@ annotation_versions rows, and users with bearer tokens.
 from __future__ import annotations
 
 import hashlib
-import socket
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
-import uvicorn
 from fastapi import FastAPI
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
@@ -36,7 +30,11 @@ from pacslabel.projects.models import Project
 from pacslabel.settings import Settings
 from pacslabel.web.app import create_app
 from tests.annotations.sources import make_ct_series
+from tests.fixtures.orthanc import free_port
+from tests.fixtures.server import serve
 from tests.fixtures.worlds import add_study_item, add_users, open_task
+
+__all__ = ["free_port", "serve"]  # re-exported: the gateway tests import them from here
 
 LESION = Code("49755003", "SCT", "Morphologically Abnormal Structure")
 NEOPLASM = Code("108369006", "SCT", "Neoplasm")
@@ -142,27 +140,3 @@ def gateway_app(settings: Settings) -> FastAPI:
     return app
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def serve(app: FastAPI, port: int | None = None) -> Iterator[str]:
-    """Run ``app`` under uvicorn on an ephemeral loopback port in a thread; yields its base URL."""
-    port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)

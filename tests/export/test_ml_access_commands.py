@@ -18,10 +18,7 @@ from tests.projects.helpers import apply_dict, project_dict
 
 
 @pytest.fixture
-def cli_db(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_url: str) -> str:
-    monkeypatch.setenv("PACSLABEL_DATABASE_URL", db_url)
-    monkeypatch.setenv("PACSLABEL_VAR_DIR", str(tmp_path / "var"))
-    monkeypatch.setenv("PACSLABEL_LOG_FORMAT", "text")
+def cli_db(cli_env: Path, db_url: str) -> str:
     return db_url
 
 

@@ -4,21 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from pacslabel.projects.commands import app
 from pacslabel.projects.yaml_loading import ProjectFileError
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "projects" / "prostate-mri.yaml"
-
-
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_url: str) -> Path:
-    monkeypatch.setenv("PACSLABEL_DATABASE_URL", db_url)
-    monkeypatch.setenv("PACSLABEL_VAR_DIR", str(tmp_path / "var"))
-    monkeypatch.setenv("PACSLABEL_LOG_FORMAT", "text")
-    return tmp_path
 
 
 def test_apply_creates_then_reports_unchanged_and_bad_files_name_the_line(cli_env: Path) -> None:

@@ -4,7 +4,6 @@ reads to readers."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,16 +18,11 @@ from pacslabel.settings import Settings
 from pacslabel.tasks.routes import router as tasks_router
 from pacslabel.users import service as user_service
 from pacslabel.web.app import create_app
-from tests.fixtures.database import make_test_settings
+from tests.fixtures.database import offline_test_settings
 from tests.projects.helpers import add_series, project_dict
 
 EXAMPLE = (Path(__file__).parents[2] / "examples" / "projects" / "prostate-mri.yaml").read_text()
 
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _app(settings: Settings) -> FastAPI:
@@ -42,8 +36,7 @@ def _app(settings: Settings) -> FastAPI:
 
 @pytest.fixture
 def api(tmp_path: Path, db_url: str) -> Iterator[tuple[TestClient, dict[str, dict[str, str]]]]:
-    settings = make_test_settings(tmp_path / "var", database_url=db_url,
-                                  orthanc_url=f"http://127.0.0.1:{_closed_port()}", orthanc_timeout_s=1.0)
+    settings = offline_test_settings(tmp_path / "var", db_url)
     engine = create_db_engine(db_url)
     headers: dict[str, dict[str, str]] = {}
     with session_scope(make_sessionmaker(engine)) as session:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import threading
-import time
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
@@ -26,7 +24,6 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
@@ -42,7 +39,8 @@ from pacslabel.db.base import utcnow
 from pacslabel.tasks.models import Task
 from pacslabel.web.api_contract import MAX_ROW_ID
 from pacslabel.web.app import create_app
-from tests.fixtures.orthanc import RunningOrthanc, free_port
+from tests.fixtures.orthanc import RunningOrthanc
+from tests.fixtures.server import serve
 from tests.fixtures.worlds import (
     add_study_item,
     add_users,
@@ -69,11 +67,6 @@ class FuzzWorld:
     sessions: sessionmaker[Session]
 
 
-class _Server(uvicorn.Server):
-    def install_signal_handlers(self) -> None:  # a thread cannot install them; the test process owns them
-        pass
-
-
 @pytest.fixture
 def fuzz_world(orthanc: RunningOrthanc, db_url: str, tmp_path: Path) -> Iterator[FuzzWorld]:
     with world_database(db_url) as sessions:
@@ -91,20 +84,11 @@ def fuzz_world(orthanc: RunningOrthanc, db_url: str, tmp_path: Path) -> Iterator
         with session_scope(sessions) as session:
             save_labels(session, orthanc.client, "reader1", task_ids["reader1"], masks()["reader1"], SEGMENTS)
         app = create_app(world_settings(orthanc, db_url, tmp_path / "var"))
-        port = free_port()
         # As `pacslabel web` runs it: no access log (URLs carry UIDs), the app's own loggers only.
-        server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False,
-                                        lifespan="on"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        try:
+        with serve(app, name="uvicorn-fuzz", log_config=None, access_log=False) as base:
             schema = schemathesis.openapi.from_dict(app.openapi())
             # A snapshot, so that the manifest, download and diff doors answer with content, not only 404s.
-            made = requests.post(f"http://127.0.0.1:{port}/api/projects/liver-review/snapshots", json={},
+            made = requests.post(f"{base}/api/projects/liver-review/snapshots", json={},
                                  headers=bearer(tokens["admin1"]), timeout=60)
             assert made.status_code == 201, made.text
             snapshot = made.json()["name"]
@@ -112,10 +96,7 @@ def fuzz_world(orthanc: RunningOrthanc, db_url: str, tmp_path: Path) -> Iterator
                      "slug": "liver-review", "project": "liver-review", "project_id": project_id,
                      "task_id": task_ids["reader2"], "read_task_id": task_ids["reader1"], "item_id": item_id,
                      "username": "reader2"}
-            yield FuzzWorld(f"http://127.0.0.1:{port}", schema, tokens, known, sessions)
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
+            yield FuzzWorld(base, schema, tokens, known, sessions)
 
 
 class _LogCapture(logging.Handler):

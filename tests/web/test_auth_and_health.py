@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,15 +15,10 @@ from pacslabel.settings import Settings
 from pacslabel.users import service as user_service
 from pacslabel.web.app import create_app
 from pacslabel.web.deps import SESSION_COOKIE
-from tests.fixtures.database import make_test_settings
+from tests.fixtures.database import make_test_settings, offline_test_settings
 
 PASSWORD = "a long enough password"
 
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _seed_users(settings: Settings) -> str:
@@ -40,8 +34,7 @@ def _seed_users(settings: Settings) -> str:
 @pytest.fixture
 def offline_settings(tmp_path: Path, db_url: str) -> Settings:
     # Orthanc on a port where nothing listens: enough for everything but /readyz.
-    return make_test_settings(tmp_path / "var", database_url=db_url,
-                              orthanc_url=f"http://127.0.0.1:{_closed_port()}", orthanc_timeout_s=1.0)
+    return offline_test_settings(tmp_path / "var", db_url)
 
 
 @pytest.fixture

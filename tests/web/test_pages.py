@@ -5,7 +5,6 @@ nor admin pages (403), and a reader's pages hold only de-identified context (nev
 from __future__ import annotations
 
 import re
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from pacslabel.tasks.models import Task
 from pacslabel.users.repository import get_user_by_name
 from pacslabel.web.app import create_app
 from pacslabel.web.pages import render_markdown, swatch_color
-from tests.fixtures.database import make_test_settings
+from tests.fixtures.database import offline_test_settings
 from tests.projects.helpers import PASSWORD, add_series, apply_dict, make_user, project_dict
 
 PATIENTS = ("PSEUDO-A1", "PSEUDO-B2", "PSEUDO-C3")
@@ -37,16 +36,10 @@ class Site:
     sessions: sessionmaker[Session]
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 @pytest.fixture
 def site(tmp_path: Path, db_url: str) -> Iterator[Site]:
-    settings = make_test_settings(tmp_path / "var", database_url=db_url,
-                                  orthanc_url=f"http://127.0.0.1:{_closed_port()}", orthanc_timeout_s=1.0)
+    settings = offline_test_settings(tmp_path / "var", db_url)
     engine = create_db_engine(db_url)
     sessions = make_sessionmaker(engine)
     with session_scope(sessions) as session:

@@ -4,7 +4,6 @@ a DICOMweb client."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -21,19 +20,12 @@ from pacslabel.users import service as user_service
 from pacslabel.users.models import ApiToken, User
 from pacslabel.web import deps
 from pacslabel.web.app import create_app
-from tests.fixtures.database import make_test_settings
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.fixtures.database import offline_test_settings
 
 
 @pytest.fixture
 def settings(tmp_path: Path, db_url: str) -> Settings:
-    return make_test_settings(tmp_path / "var", database_url=db_url,
-                              orthanc_url=f"http://127.0.0.1:{_closed_port()}", orthanc_timeout_s=1.0)
+    return offline_test_settings(tmp_path / "var", db_url)
 
 
 @pytest.fixture
