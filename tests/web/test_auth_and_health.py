@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from pacslabel.settings import Settings
 from pacslabel.users import service as user_service
 from pacslabel.web.app import create_app
 from pacslabel.web.deps import SESSION_COOKIE
-from tests.fixtures.database import make_test_settings, offline_test_settings
+from tests.fixtures.database import make_test_settings
 
 PASSWORD = "a long enough password"
 
@@ -29,18 +28,6 @@ def _seed_users(settings: Settings) -> str:
         token = user_service.create_api_token(session, "reader1", "script")
     engine.dispose()
     return token
-
-
-@pytest.fixture
-def offline_settings(tmp_path: Path, db_url: str) -> Settings:
-    # Orthanc on a port where nothing listens: enough for everything but /readyz.
-    return offline_test_settings(tmp_path / "var", db_url)
-
-
-@pytest.fixture
-def client(offline_settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(offline_settings)) as test_client:
-        yield test_client
 
 
 def test_liveness_answers_without_dependencies(client: TestClient) -> None:

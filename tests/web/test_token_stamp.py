@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -19,24 +18,11 @@ from pacslabel.settings import Settings
 from pacslabel.users import service as user_service
 from pacslabel.users.models import ApiToken, User
 from pacslabel.web import deps
-from pacslabel.web.app import create_app
-from tests.fixtures.database import offline_test_settings
 
 
 @pytest.fixture
-def settings(tmp_path: Path, db_url: str) -> Settings:
-    return offline_test_settings(tmp_path / "var", db_url)
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
-    engine = create_db_engine(settings.effective_database_url)
+def sessions(offline_settings: Settings) -> Iterator[sessionmaker[Session]]:
+    engine = create_db_engine(offline_settings.effective_database_url)
     yield make_sessionmaker(engine)
     engine.dispose()
 
